@@ -1,0 +1,320 @@
+"""The Python API: `load_model`, `generate_text`, `generate`, `stream_text`, `interactive_cli`.
+
+Argument names follow llmbuilder's documented API (``model_path``, ``tokenizer_path``, ``prompt``,
+``max_new_tokens``, ``temperature``, … or ``config=GenerationConfig(...)``). Loose sampling arguments
+override the matching fields of ``config``. Every argument is an explicit keyword; nothing is passed
+through blindly.
+
+torch is imported lazily (inside the functions), so ``import llmbuilder_cli`` stays fast.
+
+A model is loaded once per handle: pass the result of `load_model` as ``model_path`` to reuse it.
+The last model loaded from a path is also kept, so calling `generate_text` in a loop with the same
+paths does not reload it (the file's size and modification time are checked each call).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO, Union
+
+from .config import GenerationConfig
+from .types import GenerationResult, StreamChunk
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine.generate import TextStream
+    from .engine.loading import LoadedModel
+
+__all__ = [
+    "load_model",
+    "generate_text",
+    "generate",
+    "stream_text",
+    "interactive_cli",
+    "merge_config",
+    "clear_model_cache",
+]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()  # "not given": distinct from None, which means "off" for top_k/top_p/seed
+
+ModelArg = Union[str, "os.PathLike[str]", "LoadedModel", None]
+
+_cache: dict[tuple, "LoadedModel"] = {}
+
+
+def merge_config(
+    config: GenerationConfig | None = None,
+    *,
+    max_new_tokens: int = UNSET,
+    min_new_tokens: int = UNSET,
+    temperature: float = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float = UNSET,
+    do_sample: bool = UNSET,
+    seed: int | None = UNSET,
+    stop: Any = UNSET,
+    ignore_eos: bool = UNSET,
+) -> GenerationConfig:
+    """``config`` (or the defaults) with every given field replaced, validated."""
+    if config is not None and not isinstance(config, GenerationConfig):
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"config must be a GenerationConfig, not {type(config).__name__}",
+            hint="build it with llmbuilder_cli.GenerationConfig(...)",
+        )
+    given = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "do_sample": do_sample,
+        "seed": seed,
+        "stop": stop,
+        "ignore_eos": ignore_eos,
+    }
+    changes = {k: v for k, v in given.items() if v is not UNSET}
+    base = config or GenerationConfig()
+    return base.replace(**changes) if changes else base
+
+
+def clear_model_cache() -> None:
+    """Forget the model kept from the last path-based call (frees its memory)."""
+    _cache.clear()
+
+
+def load_model(
+    model_path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    *,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+) -> "LoadedModel":
+    """Load a model and its tokenizer once; pass the handle to the other functions as ``model_path``.
+
+    ``model_path``: ``model.pt``, a trainer checkpoint, or a run directory containing ``model.pt``.
+    ``tokenizer_path``: a directory with ``tokenizer.model`` or ``tokenizer.json``, or one of those files;
+    by default the ``tokenizer/`` directory beside the model. ``num_heads`` is needed only for old
+    checkpoints that do not record their configuration.
+    """
+    from .engine import loading
+
+    return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads)
+
+
+def _loaded(
+    model_path: ModelArg, tokenizer_path: Any, device: str | None, num_heads: int | None
+) -> tuple["LoadedModel", float]:
+    """A loaded model for the arguments, and the seconds spent loading it (0 when reused)."""
+    from .engine import loading
+    from .errors import UsageError
+
+    if isinstance(model_path, loading.LoadedModel):
+        return model_path, 0.0
+    if model_path is None or str(model_path) == "":
+        raise UsageError("no model given", hint="pass model_path (llmbuilder's model.pt or its run directory)")
+    file = loading.resolve_model_file(model_path)
+    st = file.stat()
+    tok = None if tokenizer_path in (None, "") else str(Path(tokenizer_path).expanduser().resolve())
+    key = (str(file.resolve()), st.st_mtime_ns, st.st_size, tok, device or "auto", num_heads)
+    if key in _cache:
+        return _cache[key], 0.0
+    loaded = loading.load(file, tokenizer_path, device=device, num_heads=num_heads)
+    _cache.clear()
+    _cache[key] = loaded
+    return loaded, loaded.load_s
+
+
+def stream_text(
+    model_path: ModelArg = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    prompt: str = "",
+    *,
+    config: GenerationConfig | None = None,
+    max_new_tokens: int = UNSET,
+    min_new_tokens: int = UNSET,
+    temperature: float = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float = UNSET,
+    do_sample: bool = UNSET,
+    seed: int | None = UNSET,
+    stop: Any = UNSET,
+    ignore_eos: bool = UNSET,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+) -> "TextStream":
+    """Start a generation and return its stream: iterate it for `StreamChunk`s as tokens are produced.
+
+    The chunks' texts join to the continuation (without the prompt); the last chunk carries the
+    finish reason (``eos`` | ``stop`` | ``length``) and the stats.
+    """
+    cfg = merge_config(
+        config,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        do_sample=do_sample,
+        seed=seed,
+        stop=stop,
+        ignore_eos=ignore_eos,
+    )
+    loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads)
+    from .engine.generate import TextStream
+
+    return TextStream(loaded, prompt, cfg, load_s=load_s)
+
+
+def generate(
+    model_path: ModelArg = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    prompt: str = "",
+    *,
+    config: GenerationConfig | None = None,
+    max_new_tokens: int = UNSET,
+    min_new_tokens: int = UNSET,
+    temperature: float = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float = UNSET,
+    do_sample: bool = UNSET,
+    seed: int | None = UNSET,
+    stop: Any = UNSET,
+    ignore_eos: bool = UNSET,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+) -> GenerationResult:
+    """Generate and return a `GenerationResult` (text, token ids, finish reason, stats)."""
+    return stream_text(
+        model_path,
+        tokenizer_path,
+        prompt,
+        config=config,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        do_sample=do_sample,
+        seed=seed,
+        stop=stop,
+        ignore_eos=ignore_eos,
+        device=device,
+        num_heads=num_heads,
+    ).result()
+
+
+def generate_text(
+    model_path: ModelArg = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    prompt: str = "",
+    *,
+    config: GenerationConfig | None = None,
+    max_new_tokens: int = UNSET,
+    min_new_tokens: int = UNSET,
+    temperature: float = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float = UNSET,
+    do_sample: bool = UNSET,
+    seed: int | None = UNSET,
+    stop: Any = UNSET,
+    ignore_eos: bool = UNSET,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+) -> str:
+    """Generate text the way llmbuilder's ``generate_text`` does and return the same string:
+    the decoded prompt followed by the continuation (cut before a stop string, if one is set)."""
+    return generate(
+        model_path,
+        tokenizer_path,
+        prompt,
+        config=config,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        do_sample=do_sample,
+        seed=seed,
+        stop=stop,
+        ignore_eos=ignore_eos,
+        device=device,
+        num_heads=num_heads,
+    ).full_text
+
+
+def interactive_cli(
+    model_path: ModelArg = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    *,
+    config: GenerationConfig | None = None,
+    max_new_tokens: int = UNSET,
+    min_new_tokens: int = UNSET,
+    temperature: float = UNSET,
+    top_k: int | None = UNSET,
+    top_p: float | None = UNSET,
+    repetition_penalty: float = UNSET,
+    do_sample: bool = UNSET,
+    seed: int | None = UNSET,
+    stop: Any = UNSET,
+    ignore_eos: bool = UNSET,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+    input_stream: TextIO | None = None,
+    output_stream: TextIO | None = None,
+    error_stream: TextIO | None = None,
+) -> int:
+    """A prompt loop: each line read is continued by the model and the continuation is printed.
+
+    Each prompt is independent (as in llmbuilder 2.0.0). Commands: ``/help``, ``/settings``,
+    ``/set KEY VALUE`` (validated like every other setting), ``/reset``, ``/exit``. Ends at end of
+    input or ``/exit``, returning 0. Streams default to the process's stdin/stdout/stderr.
+    """
+    from .chat import run_prompt_loop
+
+    cfg = merge_config(
+        config,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        do_sample=do_sample,
+        seed=seed,
+        stop=stop,
+        ignore_eos=ignore_eos,
+    )
+    loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads)
+
+    def stream(prompt: str, c: GenerationConfig) -> "TextStream":
+        from .engine.generate import TextStream
+
+        return TextStream(loaded, prompt, c)  # iterable, and has cancel() for Ctrl-C
+
+    return run_prompt_loop(
+        stream,
+        cfg,
+        input_stream=input_stream or sys.stdin,
+        output_stream=output_stream or sys.stdout,
+        error_stream=error_stream or sys.stderr,
+    )
+
+
+GenerateFn = Callable[[str, GenerationConfig], Iterator[StreamChunk]]

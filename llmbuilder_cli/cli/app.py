@@ -1,0 +1,108 @@
+"""The ``llmbuilder`` command: the Typer app, its sub-commands, and the single error-translation point.
+
+`main` runs the app without Click's standalone mode so that every failure reaches one place and becomes
+one line on stderr, ``Error: <what> — <how to fix>``, with the documented exit code (see errors.py).
+``LLMBUILDER_DEBUG=1`` shows the traceback instead. Nothing here imports torch; the generate command
+imports the engine only when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated, Optional, Sequence
+
+import typer
+
+from .._version import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
+from .generate import text_command
+
+app = typer.Typer(
+    name="llmbuilder",
+    help="Generate text with language models trained by llmbuilder.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+generate_app = typer.Typer(
+    help="Generate text with a trained model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(generate_app, name="generate")
+generate_app.command("text")(text_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmbuilder-cli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    """Generate text with language models trained by llmbuilder."""
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script exits with it)."""
+    debug = os.environ.get("LLMBUILDER_DEBUG", "") not in ("", "0")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else sys.argv[1:], prog_name="llmbuilder", standalone_mode=False
+        )
+        return result if isinstance(result, int) else 0
+    except LLMBuilderError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(exc.one_line())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\nInterrupted.\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:  # Click usage errors and anything unexpected
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click's ClickException family
+            message = exc.format_message().replace("\n", " ")
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "llmbuilder"
+            _error(f"{message} — see '{where} --help'")
+            return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+        if type(exc).__name__ == "Abort":
+            sys.stderr.write("\nAborted.\n")
+            return EXIT_INTERRUPTED
+        if debug:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        _error(
+            f"unexpected {type(exc).__name__}{': ' + detail if detail else ''} — this is a bug; "
+            "rerun with LLMBUILDER_DEBUG=1 and report the traceback"
+        )
+        return EXIT_RUNTIME
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""``llmbuilder generate text``: one-shot generation (and the simple interactive loop).
+
+stdout carries only the generated text: by default the decoded prompt followed by the continuation (what
+llmbuilder's generator returns), then a newline. The stats footer, notes and errors go to stderr.
+Option defaults are taken from `GenerationConfig` (one definition); an option left out keeps it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..config import FIELD_HELP, GenerationConfig
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ..types import StreamChunk
+
+_D = GenerationConfig()  # the defaults, shown in --help
+
+_CONTEXT_POLICY = (
+    "Context: while prompt + output fit the model's context length the KV cache is used; beyond it each "
+    "step sees only the last <context> tokens at positions 0..context-1 (llmbuilder's sliding window). "
+    "The prompt is never cut from the output."
+)
+
+P_MODEL = "Model"
+P_PROMPT = "Prompt and output"
+P_SAMPLING = "Sampling"
+P_LENGTH = "Length and stopping"
+P_MODES = "Modes"
+
+
+def _read_stdin_prompt() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"standard input is not valid UTF-8 (byte {exc.start})", hint="pipe UTF-8 text or use --prompt"
+        ) from None
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    return text
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is None or sys.stdin.isatty()
+    except (ValueError, AttributeError):
+        return True
+
+
+def _footer(last: StreamChunk, block_size: int) -> str:
+    st = last.stats
+    if st is None:
+        return f"[finish: {last.finish_reason}]"
+    parts = [
+        f"{st.new_tokens} tokens",
+        f"finish: {last.finish_reason}",
+        f"first token {st.time_to_first_token_s * 1000:.0f} ms",
+    ]
+    if st.tokens_per_s:
+        parts.append(f"{st.tokens_per_s:.1f} tok/s")
+    if st.seed is not None:
+        parts.append(f"seed {st.seed}")
+    if st.window_slides:
+        parts.append(f"sliding window of {block_size} for {st.window_slides} steps")
+    return "[" + " · ".join(parts) + "]"
+
+
+def text_command(
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt.",
+            rich_help_panel=P_MODEL,
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="Tokenizer directory (tokenizer.model or tokenizer.json) or file. Default: tokenizer/ beside the model.",
+            rich_help_panel=P_MODEL,
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.", rich_help_panel=P_MODEL)
+    ] = "auto",
+    num_heads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--num-heads",
+            help="Attention heads, only for old checkpoints that do not record their configuration.",
+            rich_help_panel=P_MODEL,
+            min=1,
+        ),
+    ] = None,
+    prompt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Text to continue. '-' or no --prompt with piped input reads it from stdin.",
+            rich_help_panel=P_PROMPT,
+        ),
+    ] = None,
+    echo: Annotated[
+        bool,
+        typer.Option(
+            "--echo/--no-echo",
+            help="Print the (tokenizer-normalised) prompt before the continuation, as llmbuilder does.",
+            rich_help_panel=P_PROMPT,
+        ),
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No stats footer or notes on stderr.", rich_help_panel=P_PROMPT)
+    ] = False,
+    greedy: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--greedy/--sample",
+            help=f"Greedy decoding (always the most likely token) or sampling. Default: {'greedy' if _D.greedy else 'sample'}.",
+            rich_help_panel=P_SAMPLING,
+            show_default=False,
+        ),
+    ] = None,
+    temperature: Annotated[
+        Optional[float],
+        typer.Option(help=f"{FIELD_HELP['temperature']} [default: {_D.temperature}]", rich_help_panel=P_SAMPLING),
+    ] = None,
+    top_k: Annotated[
+        Optional[int], typer.Option(help=f"{FIELD_HELP['top_k']} [default: {_D.top_k}]", rich_help_panel=P_SAMPLING)
+    ] = None,
+    top_p: Annotated[
+        Optional[float], typer.Option(help=f"{FIELD_HELP['top_p']} [default: {_D.top_p}]", rich_help_panel=P_SAMPLING)
+    ] = None,
+    repetition_penalty: Annotated[
+        Optional[float],
+        typer.Option(
+            help=f"{FIELD_HELP['repetition_penalty']} [default: {_D.repetition_penalty}]", rich_help_panel=P_SAMPLING
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(help=f"{FIELD_HELP['seed']} Default: a random seed, printed in the footer.", rich_help_panel=P_SAMPLING),
+    ] = None,
+    max_tokens: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-tokens", help=f"{FIELD_HELP['max_new_tokens']} [default: {_D.max_new_tokens}]", rich_help_panel=P_LENGTH
+        ),
+    ] = None,
+    min_tokens: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-tokens", help=f"{FIELD_HELP['min_new_tokens']} [default: {_D.min_new_tokens}]", rich_help_panel=P_LENGTH
+        ),
+    ] = None,
+    stop: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--stop",
+            help=FIELD_HELP["stop"] + " Repeatable. Matched on the decoded text (llmbuilder's tokenizer lowercases it).",
+            rich_help_panel=P_LENGTH,
+        ),
+    ] = None,
+    ignore_eos: Annotated[
+        Optional[bool], typer.Option("--ignore-eos", help=FIELD_HELP["ignore_eos"], rich_help_panel=P_LENGTH)
+    ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="Prompt loop: each line you type is continued by the model (/help inside for commands).",
+            rich_help_panel=P_MODES,
+        ),
+    ] = False,
+    setup: Annotated[
+        bool,
+        typer.Option("--setup", help="Guided setup wizard (needs a terminal; not available yet).", rich_help_panel=P_MODES),
+    ] = False,
+) -> int:
+    """Continue a prompt with a trained model and print the text.
+
+    Examples:
+
+      llmbuilder generate text -m run/model.pt -t run/tokenizer -p "Once upon a time" --greedy --max-tokens 40
+
+      echo "The little fox" | llmbuilder generate text -m run/ --temperature 0.7 --seed 7
+    """
+    from .. import api
+
+    if setup:
+        if _stdin_is_terminal() and sys.stdout.isatty():
+            raise UsageError(
+                "the setup wizard is not available in this version",
+                hint="pass --model, --tokenizer and --prompt directly",
+            )
+        raise UsageError("--setup needs a terminal (stdin and stdout are not a TTY)", hint="pass the options as flags")
+    if interactive and prompt is not None:
+        raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
+
+    config = api.merge_config(
+        None,
+        **{
+            k: v
+            for k, v in {
+                "max_new_tokens": max_tokens,
+                "min_new_tokens": min_tokens,
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "repetition_penalty": repetition_penalty,
+                "seed": seed,
+                "stop": tuple(stop) if stop else None,
+                "ignore_eos": ignore_eos,
+                "do_sample": None if greedy is None else not greedy,
+            }.items()
+            if v is not None
+        },
+    )
+
+    if not interactive:
+        if prompt == "-" or (prompt is None and not _stdin_is_terminal()):
+            prompt = _read_stdin_prompt()
+        elif prompt is None:
+            raise UsageError("no prompt given", hint="pass --prompt TEXT, pipe text on stdin, or use --interactive")
+    if model is None:
+        raise UsageError("no model given", hint="pass --model PATH (llmbuilder's model.pt or its run directory)")
+
+    loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads)
+
+    if interactive:
+        return api.interactive_cli(loaded, config=config)
+
+    assert prompt is not None
+    stream = api.stream_text(loaded, prompt=prompt, config=config)
+    block = loaded.block_size
+    if not quiet and len(stream.prompt_ids) > block:
+        sys.stderr.write(
+            f"note: the prompt has {len(stream.prompt_ids)} tokens but the model's context is {block}; "
+            f"it sees only the last {block} (sliding window)\n"
+        )
+    out = sys.stdout
+    last: StreamChunk | None = None
+    code = EXIT_OK
+    try:
+        if echo:
+            out.write(stream.prompt_text)
+            out.flush()
+        for chunk in stream:
+            if chunk.text:
+                out.write(chunk.text)
+                out.flush()
+            last = chunk
+    except KeyboardInterrupt:
+        last = stream.cancel()
+        if last.text:
+            out.write(last.text)
+        code = EXIT_INTERRUPTED
+    out.write("\n")
+    out.flush()
+    if not quiet and last is not None:
+        sys.stderr.write(_footer(last, block) + "\n")
+        sys.stderr.flush()
+    return code

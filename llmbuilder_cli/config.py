@@ -1,0 +1,226 @@
+"""Generation settings: the one definition of every default and every validation rule.
+
+`GenerationConfig` is a frozen, validated dataclass. The documented llmbuilder fields come first with
+llmbuilder 2.0.0's defaults (100, 0, 0.8, 50, 0.9, 1.0, True) so users see the same behaviour; our own
+fields (`seed`, `stop`, `ignore_eos`) follow. The CLI, the Python API (and later the wizard and the chat's
+`/set`) all build their values through this class, so a rule is written once.
+
+Rules that differ from llmbuilder, on purpose:
+  * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values are rejected.
+  * ``top_k`` of ``None`` or ``0`` disables top-k; ``top_p`` of ``None`` or ``1.0`` disables top-p.
+  * ``min_new_tokens`` exists (llmbuilder documents it but raises ``TypeError``): EOS is suppressed until
+    that many tokens were generated. Stop strings are *not* deferred by it.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import ConfigError
+
+__all__ = ["GenerationConfig", "PROCESSOR_ORDER", "FIELD_HELP", "parse_field_value"]
+
+#: The fixed order in which logits are transformed before a token is picked (llmbuilder's order,
+#: temperature first). Greedy decoding runs the first three stages then takes the argmax.
+PROCESSOR_ORDER: tuple[str, ...] = (
+    "temperature",
+    "repetition_penalty",
+    "min_new_tokens",
+    "top_k",
+    "top_p",
+)
+
+#: One-line explanations, shared by --help, the docs and (later) the wizard.
+FIELD_HELP: dict[str, str] = {
+    "max_new_tokens": "Maximum number of tokens to generate (generation may stop earlier on EOS or a stop string).",
+    "min_new_tokens": "Minimum number of tokens to generate: the end-of-sequence token is blocked until then.",
+    "temperature": "Divides the logits: <1 sharpens, >1 flattens the distribution. 0 means greedy.",
+    "top_k": "Sample only among the k most likely tokens (ties at the k-th value survive). 0 disables.",
+    "top_p": "Nucleus sampling: keep the most likely tokens up to cumulative probability p. 1.0 disables.",
+    "repetition_penalty": "Penalise every token already in the sequence (prompt included): >1 discourages repeats, 1.0 is off.",
+    "do_sample": "Sample from the distribution (True) or always take the most likely token (False, greedy).",
+    "seed": "Seed for the sampler's random generator; the same seed on the same stack gives the same text.",
+    "stop": "Strings that end generation; the output is cut before the first one found.",
+    "ignore_eos": "Keep generating past the end-of-sequence token until max_new_tokens.",
+}
+
+_MAX_SEED = 2**63 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to turn logits into tokens, validated on construction.
+
+    Invalid values raise :class:`llmbuilder_cli.errors.ConfigError` with a message that names the field,
+    the value and the valid range.
+    """
+
+    max_new_tokens: int = 100  # tokens to generate at most; > 0
+    min_new_tokens: int = 0  # EOS is blocked until this many new tokens exist; 0 <= n <= max_new_tokens
+    temperature: float = 0.8  # logits are divided by it; 0 = greedy; finite, >= 0
+    top_k: int | None = 50  # None or 0 = off; else keep logits >= the k-th largest (ties survive)
+    top_p: float | None = 0.9  # None or 1.0 = off; else 0 < p <= 1, llmbuilder's boundary rule
+    repetition_penalty: float = 1.0  # CTRL-style, whole sequence; 1.0 = off; finite, > 0
+    do_sample: bool = True  # False = greedy (argmax)
+    seed: int | None = None  # None = a fresh random seed per generation (reported in the stats)
+    stop: tuple[str, ...] = field(default=())  # output is cut before the first stop string
+    ignore_eos: bool = False  # True = never stop on EOS
+
+    def __post_init__(self) -> None:
+        # Normalise friendly input types before validating (lists of stop strings, a single string).
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        elif stop is None:
+            stop = ()
+        elif isinstance(stop, Iterable):
+            stop = tuple(stop)
+        object.__setattr__(self, "stop", stop)
+        if _is_int(self.top_k) and self.top_k == 0:
+            object.__setattr__(self, "top_k", None)
+        if _is_number(self.temperature):
+            object.__setattr__(self, "temperature", float(self.temperature))
+        if _is_number(self.top_p):
+            object.__setattr__(self, "top_p", float(self.top_p))
+        if _is_number(self.repetition_penalty):
+            object.__setattr__(self, "repetition_penalty", float(self.repetition_penalty))
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise ConfigError(
+                f"{name} must be {rule} (got {getattr(self, name)!r})",
+                hint=FIELD_HELP.get(name, ""),
+                field=name,
+            )
+
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            fail("max_new_tokens", "a whole number >= 1")
+        if not _is_int(self.min_new_tokens) or self.min_new_tokens < 0:
+            fail("min_new_tokens", "a whole number >= 0")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError(
+                f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})",
+                hint="raise max_new_tokens or lower min_new_tokens",
+                field="min_new_tokens",
+            )
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            fail("temperature", "a finite number >= 0 (0 means greedy)")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+            fail("top_k", "a whole number >= 0 (0 disables top-k)")
+        if self.top_p is not None and (
+            not _is_number(self.top_p) or not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0
+        ):
+            fail("top_p", "a number in (0, 1] (1.0 disables top-p)")
+        if (
+            not _is_number(self.repetition_penalty)
+            or not math.isfinite(self.repetition_penalty)
+            or self.repetition_penalty <= 0
+        ):
+            fail("repetition_penalty", "a finite number > 0 (1.0 is off)")
+        if not isinstance(self.do_sample, bool):
+            fail("do_sample", "true or false")
+        if not isinstance(self.ignore_eos, bool):
+            fail("ignore_eos", "true or false")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
+            fail("seed", f"a whole number between 0 and {_MAX_SEED}")
+        for s in self.stop:
+            if not isinstance(s, str) or s == "":
+                raise ConfigError(
+                    f"stop strings must be non-empty text (got {s!r})", hint=FIELD_HELP["stop"], field="stop"
+                )
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def greedy(self) -> bool:
+        """True when tokens are picked by argmax: ``do_sample=False`` or ``temperature == 0``."""
+        return not self.do_sample or self.temperature == 0.0
+
+    def active_processors(self) -> tuple[str, ...]:
+        """The stages of :data:`PROCESSOR_ORDER` that change the logits with these settings."""
+        active = []
+        if self.temperature not in (0.0, 1.0):
+            active.append("temperature")
+        if self.repetition_penalty != 1.0:
+            active.append("repetition_penalty")
+        if self.min_new_tokens > 0 and not self.ignore_eos:
+            active.append("min_new_tokens")
+        if not self.greedy:
+            if self.top_k is not None:
+                active.append("top_k")
+            if self.top_p is not None and self.top_p < 1.0:
+                active.append("top_p")
+        return tuple(active)
+
+    def replace(self, **changes: Any) -> "GenerationConfig":
+        """A copy with some fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_OFF = {"none", "off", "null", ""}
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """Turn user text (``/set``, environment variables, settings files) into a typed field value.
+
+    Raises ConfigError naming the field when the text does not parse; range checks happen when the
+    value is put into a GenerationConfig.
+    """
+    fields = {f.name: f for f in dataclasses.fields(GenerationConfig)}
+    if name not in fields:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, fields, n=1)
+        raise ConfigError(
+            f"unknown setting {name!r}",
+            hint=f"did you mean {close[0]!r}?" if close else "settings: " + ", ".join(fields),
+            field=name,
+        )
+    raw = text.strip()
+    low = raw.lower()
+    try:
+        if name in ("do_sample", "ignore_eos"):
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if name in ("top_k", "top_p", "seed") and low in _OFF:
+            return None
+        if name == "stop":
+            return () if low in _OFF else tuple(s for s in raw.split("|") if s)
+        if name in ("max_new_tokens", "min_new_tokens", "top_k", "seed"):
+            return int(raw)
+        return float(raw)
+    except ValueError:
+        kind = {
+            "do_sample": "true or false",
+            "ignore_eos": "true or false",
+            "stop": "text",
+        }.get(name, "a whole number" if name in ("max_new_tokens", "min_new_tokens", "top_k", "seed") else "a number")
+        raise ConfigError(f"{name} must be {kind} (got {text!r})", hint=FIELD_HELP[name], field=name) from None

@@ -1,0 +1,260 @@
+"""The generation loop, in two thin layers.
+
+`generate_tokens` yields token ids: it runs the prompt through the model (prefill), then decodes one token
+per step with the KV cache, applies the processors and picks each token. It follows llmbuilder's context
+policy exactly: while the running sequence fits the block size P the cache makes each step cost one
+token; once it is longer, each step feeds the **last P tokens at positions 0..P-1** (llmbuilder's sliding
+window), which changes every position, so those steps are full forwards of the window.
+
+`TextStream` wraps it for one prompt: encoding, seeding, incremental detokenization, stop strings (cut
+before the match, partial matches held back), the finish reason and the stats. Iterating it yields
+`StreamChunk`s; the last one carries ``finish_reason`` and ``stats``. `cancel()` ends it early (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator, Sequence
+
+import torch
+
+from ..config import GenerationConfig
+from ..errors import GenerationError, UsageError
+from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk
+from .loading import LoadedModel
+from .models.llmbuilder_gpt import LLMBuilderGPT
+from .sampling import SamplingContext, apply_processors, build_processors, select
+from .tokenizer import StreamDecoder
+
+__all__ = ["TokenGenerator", "StopMatcher", "TextStream", "new_seed"]
+
+_MAX_SEED = 2**63 - 1
+
+
+def new_seed() -> int:
+    """A fresh random seed (reported in the stats so a run can be repeated)."""
+    return int.from_bytes(os.urandom(8), "little") & _MAX_SEED
+
+
+class TokenGenerator:
+    """Iterator of new token ids for one sequence (no text, no stop strings, no timing)."""
+
+    def __init__(
+        self,
+        model: LLMBuilderGPT,
+        prompt_ids: Sequence[int],
+        config: GenerationConfig,
+        *,
+        eos_ids: Sequence[int] = (),
+        vocab_limit: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not prompt_ids:
+            raise UsageError("the prompt is empty", hint="give some text to continue")
+        self.model = model
+        self.seq: list[int] = list(prompt_ids)  # prompt + generated so far
+        self.config = config
+        self.eos_ids = frozenset(eos_ids) if not config.ignore_eos else frozenset()
+        self.generator = generator
+        self.processors = build_processors(config, eos_ids=tuple(eos_ids), vocab_limit=vocab_limit)
+        self.window_slides = 0  # steps that ran on the cropped P-token window
+        self._cache = None
+        self._cached = 0  # how many leading tokens of self.seq are in the cache
+        with torch.inference_mode():
+            self._ctx = SamplingContext(model.config.vocab_size, model.device, self.seq)
+
+    @torch.inference_mode()
+    def _next_logits(self) -> torch.Tensor:
+        """Logits (V,) for the token after ``self.seq``."""
+        P = self.model.config.block_size
+        dev = self.model.device
+        if len(self.seq) <= P:
+            if self._cache is None:
+                self._cache = self.model.new_cache(len(self.seq) + self.config.max_new_tokens - 1)
+            new = torch.tensor([self.seq[self._cached :]], dtype=torch.long, device=dev)  # (1, T)
+            logits = self.model.forward(new, start=self._cached, cache=self._cache)  # (1, V)
+            self._cached = len(self.seq)
+        else:
+            # llmbuilder's sliding window: the last P tokens, positions restart at 0; no cache is valid.
+            self.window_slides += 1
+            window = torch.tensor([self.seq[-P:]], dtype=torch.long, device=dev)  # (1, P)
+            logits = self.model.forward(window)  # (1, V)
+        return logits[0]
+
+    @torch.inference_mode()
+    def _pick(self, logits: torch.Tensor) -> int:
+        logits = apply_processors(logits, self.processors, self._ctx)
+        token = select(logits, self.config.greedy, self.generator)
+        self._ctx.add(token)
+        return token
+
+    def __iter__(self) -> Iterator[int]:
+        for _ in range(self.config.max_new_tokens):
+            token = self._pick(self._next_logits())
+            self.seq.append(token)
+            yield token
+            if token in self.eos_ids:
+                return
+
+
+class StopMatcher:
+    """Cuts streamed text before the first stop string; holds back text that may start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add text → (text safe to emit now, whether a stop string was found)."""
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.pending)), hold, -1):
+                if self.pending.endswith(s[:n]):
+                    hold = n
+                    break
+        cut = len(self.pending) - hold
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class TextStream:
+    """One generation as a stream of text chunks. Iterate it once."""
+
+    def __init__(self, loaded: LoadedModel, prompt: str, config: GenerationConfig, *, load_s: float = 0.0) -> None:
+        if not isinstance(prompt, str):
+            raise UsageError(f"the prompt must be text, not {type(prompt).__name__}", hint="pass a string")
+        tok = loaded.tokenizer
+        self.loaded = loaded
+        self.prompt = prompt
+        self.config = config
+        self.prompt_ids: list[int] = tok.encode(prompt)
+        if not self.prompt_ids:
+            raise UsageError(
+                "the prompt is empty" + (" after tokenization" if prompt.strip() else ""),
+                hint="give some text for the model to continue",
+            )
+        self.prompt_text = tok.decode(self.prompt_ids)
+        self.token_ids: list[int] = []
+        self.text_parts: list[str] = []
+        self.finish_reason: FinishReason | None = None
+        model = loaded.model
+        seed = None if config.greedy else (config.seed if config.seed is not None else new_seed())
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=model.device)
+            generator.manual_seed(seed)
+        vocab_limit = tok.vocab_size if tok.vocab_size < model.config.vocab_size else None
+        self._tokens = TokenGenerator(
+            model, self.prompt_ids, config, eos_ids=tok.eos_ids, vocab_limit=vocab_limit, generator=generator
+        )
+        self._decoder = StreamDecoder(tok, self.prompt_ids)
+        self._stop = StopMatcher(config.stop) if config.stop else None
+        self.stats = GenerationStats(
+            prompt_tokens=len(self.prompt_ids),
+            load_s=load_s,
+            seed=seed,
+            device=str(loaded.device),
+            dtype=str(model.dtype).replace("torch.", ""),
+            threads=torch.get_num_threads(),
+        )
+        self._t0 = 0.0
+        self._t_first = 0.0
+        self._started = False
+
+    @property
+    def processors(self) -> list[str]:
+        return [p.name for p in self._tokens.processors]
+
+    @property
+    def context_used(self) -> int:
+        return min(len(self._tokens.seq), self.loaded.block_size)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def _emit(self, text: str) -> str:
+        if text:
+            self.text_parts.append(text)
+        return text
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        if self._started:
+            raise RuntimeError("a TextStream can be iterated only once")
+        self._started = True
+        self._t0 = time.perf_counter()
+        eos_ids = self._tokens.eos_ids
+        try:
+            for index, token in enumerate(self._tokens):
+                if index == 0:
+                    self._t_first = time.perf_counter()
+                    self.stats.time_to_first_token_s = self.stats.prefill_s = self._t_first - self._t0
+                self.token_ids.append(token)
+                if token in eos_ids:
+                    self.finish_reason = FinishReason.EOS
+                    break
+                piece = self._decoder.step(token)
+                if self._stop is not None:
+                    piece, stopped = self._stop.feed(piece)
+                    if stopped:
+                        self.finish_reason = FinishReason.STOP
+                        yield self._finish(self._emit(piece), token, index)
+                        return
+                yield StreamChunk(self._emit(piece), token, index)
+        except RuntimeError as exc:  # device errors, out of memory
+            raise GenerationError(f"generation failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                                  hint="try --device cpu or a shorter --max-tokens") from exc
+        if self.finish_reason is None:
+            self.finish_reason = FinishReason.LENGTH
+        last = self.token_ids[-1] if self.token_ids else None
+        yield self._finish(self._emit(self._tail()), last, len(self.token_ids) - 1)
+
+    def _tail(self) -> str:
+        tail = self._decoder.flush()
+        if self._stop is None:
+            return tail
+        piece, stopped = self._stop.feed(tail)
+        if stopped:
+            self.finish_reason = FinishReason.STOP
+            return piece
+        return piece + self._stop.flush()
+
+    def _finish(self, text: str, token: int | None, index: int) -> StreamChunk:
+        now = time.perf_counter()
+        st = self.stats
+        st.new_tokens = len(self.token_ids)
+        st.total_s = now - self._t0 if self._t0 else 0.0
+        st.decode_s = now - self._t_first if self._t_first else 0.0
+        st.window_slides = self._tokens.window_slides
+        return StreamChunk(text, token, index, finish_reason=self.finish_reason, stats=st)
+
+    def cancel(self) -> StreamChunk:
+        """End an interrupted stream: flush what was held back and report ``cancelled``."""
+        tail = self._emit(self._tail())
+        self.finish_reason = FinishReason.CANCELLED
+        return self._finish(tail, None, len(self.token_ids) - 1)
+
+    def result(self) -> GenerationResult:
+        """Run to the end (if not done) and return everything about the generation."""
+        if not self._started:
+            for _ in self:
+                pass
+        return GenerationResult(
+            prompt=self.prompt,
+            prompt_text=self.prompt_text,
+            text=self.text,
+            prompt_ids=list(self.prompt_ids),
+            token_ids=list(self.token_ids),
+            finish_reason=self.finish_reason or FinishReason.CANCELLED,
+            stats=self.stats,
+        )

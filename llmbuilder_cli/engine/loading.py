@@ -1,0 +1,445 @@
+"""Find and read llmbuilder checkpoints and tokenizers: paths in, a ready `LoadedModel` out.
+
+Accepted model files (format reference §2): ``model.pt`` written by ``save_model`` (format A), trainer
+checkpoints ``best_checkpoint.pt`` / ``latest_checkpoint.pt`` / ``checkpoint_epoch_N.pt`` (format B),
+and a bare ``state_dict``. A run directory may be given instead of a file. Every file is read with
+``torch.load(weights_only=True, map_location="cpu")`` (GPU-saved files load on CPU-only machines) and
+then moved to the chosen device in float32. Variants llmbuilder cannot run either (unmerged LoRA weights,
+fine-tune checkpoints, int8 exports, checkpoints without a head count) get a `ModelLoadError` that names
+what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ModelLoadError, TokenizerError, UsageError
+from .models.llmbuilder_gpt import GPTConfig, LLMBuilderGPT
+from .tokenizer import Tokenizer, load_tokenizer
+
+__all__ = [
+    "ModelInfo",
+    "LoadedModel",
+    "resolve_device",
+    "resolve_model_file",
+    "default_tokenizer_path",
+    "read_checkpoint",
+    "load",
+]
+
+# Files tried, in order, when --model is a directory.
+_MODEL_FILES = (
+    "model.pt",
+    "checkpoints/best_checkpoint.pt",
+    "checkpoints/latest_checkpoint.pt",
+    "best_checkpoint.pt",
+    "latest_checkpoint.pt",
+)
+_BLOCK_KEYS = (
+    "ln1.weight",
+    "ln1.bias",
+    "attn.qkv_proj.weight",
+    "attn.out_proj.weight",
+    "attn.out_proj.bias",
+    "ln2.weight",
+    "ln2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+)
+_TOP_KEYS = ("token_embedding.weight", "position_embedding.weight", "ln_f.weight", "ln_f.bias")
+_HEAD_KEYS = ("num_heads", "n_head")
+_MODEL_CONFIG_KEYS = {"num_heads", "n_head", "embedding_dim", "n_embd", "num_layers", "n_layer"}
+
+
+@dataclass
+class ModelInfo:
+    """What a model file is: shown by the CLI, recorded in JSON output."""
+
+    path: Path
+    format: str  # e.g. "llmbuilder model (save_model)"
+    architecture: str
+    config: GPTConfig
+    file_size: int
+    stored_dtype: str  # dtype of the weights in the file (they run in float32)
+    _sha256: str | None = field(default=None, repr=False)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.config.num_parameters
+
+    def sha256(self) -> str:
+        """Hash of the model file, computed on first use (large files take a moment)."""
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._sha256 = h.hexdigest()
+        return self._sha256
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, ready to generate; keep it to avoid reloading between calls."""
+
+    model: LLMBuilderGPT
+    tokenizer: Tokenizer
+    info: ModelInfo
+    device: torch.device
+    load_s: float
+
+    @property
+    def block_size(self) -> int:
+        return self.model.config.block_size
+
+
+# ---------------------------------------------------------------------------------------------- device
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` → a usable device."""
+    text = (spec or "auto").strip().lower()
+    hint = "use --device auto, cpu, cuda, cuda:N or mps"
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"unknown device {spec!r}", hint=hint) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("CUDA is not available on this machine", hint="use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"there is no CUDA device {dev.index} (this machine has {torch.cuda.device_count()})",
+                hint="use --device cuda:0 or auto",
+            )
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("MPS (Apple GPU) is not available on this machine", hint="use --device cpu (or auto)")
+        return dev
+    raise UsageError(f"device type {dev.type!r} is not supported", hint=hint)
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def resolve_model_file(path: str | Path) -> Path:
+    """The checkpoint file for ``path``: the file itself, or the model inside a run directory."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for name in _MODEL_FILES:
+            if (p / name).is_file():
+                return p / name
+        found = sorted(x.name for x in p.glob("*.pt"))
+        if len(found) == 1:
+            return p / found[0]
+        listing = ", ".join(found[:6]) if found else "no .pt files"
+        raise ModelLoadError(
+            f"no model.pt or checkpoints/best_checkpoint.pt in {p} ({listing})",
+            hint="pass the model file itself with --model",
+        )
+    if p.exists():
+        raise ModelLoadError(f"{p} is not a regular file or directory", hint="pass a model file (.pt) with --model")
+    raise ModelLoadError(f"model not found: {p}", hint="check the --model path")
+
+
+def default_tokenizer_path(model_file: Path) -> Path | None:
+    """The tokenizer that belongs to a model: ``tokenizer/`` beside it or beside its run directory."""
+    here = model_file.parent
+    candidates = [here / "tokenizer", here]
+    if here.name == "checkpoints":
+        candidates += [here.parent / "tokenizer", here.parent]
+    for c in candidates:
+        if (c / "tokenizer.model").is_file() or (c / "tokenizer.json").is_file():
+            return c
+    return None
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+def _torch_load(file: Path) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        what = "Python objects that a safe (weights-only) load refuses"
+        if "quantiz" in msg.lower() or "packed" in msg.lower():
+            what = "quantized (int8) packed parameters"
+        raise ModelLoadError(
+            f"{file} contains {what}",
+            hint="export the model unquantized (float32 or float16) with llmbuilder and load that file",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+        raise ModelLoadError(
+            f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})",
+            hint="the file may be damaged or of another format; re-export it with llmbuilder",
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove wrapper prefixes added by DataParallel (``module.``) or torch.compile (``_orig_mod.``)."""
+    out = {}
+    for k, v in state.items():
+        k = str(k)
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _pick_config(ck: Mapping[str, Any]) -> dict[str, Any] | None:
+    cfg = ck.get("model_config")
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    cfg = ck.get("config")
+    if isinstance(cfg, Mapping) and _MODEL_CONFIG_KEYS & set(cfg):
+        return dict(cfg)
+    return None
+
+
+def _pick_state(ck: Mapping[str, Any], file: Path) -> tuple[dict[str, Any], str]:
+    for key, fmt in (("model_state_dict", None), ("state_dict", "checkpoint with a state_dict")):
+        if isinstance(ck.get(key), Mapping):
+            if fmt is None:
+                fmt = "llmbuilder trainer checkpoint" if "training_state" in ck else "llmbuilder model (save_model)"
+            return _strip_prefixes(ck[key]), fmt
+    if any(isinstance(v, torch.Tensor) for v in ck.values()) and any("token_embedding" in str(k) for k in ck):
+        return _strip_prefixes(ck), "bare state_dict"
+    keys = ", ".join(sorted(map(str, ck))[:8]) or "nothing"
+    raise ModelLoadError(
+        f"{file} holds no model weights (no model_state_dict or state_dict; it has: {keys})",
+        hint="pass llmbuilder's model.pt or a trainer checkpoint such as checkpoints/best_checkpoint.pt",
+    )
+
+
+def _reject_variants(ck: Mapping[str, Any], state: Mapping[str, Any], file: Path) -> None:
+    if any(".lora_A." in k or ".lora_B." in k or ".original_layer." in k for k in state):
+        raise ModelLoadError(
+            f"{file} holds unmerged LoRA weights (keys such as '*.lora_A.weight'), which are not supported",
+            hint="merge the LoRA adapters into the base weights and save the merged model",
+        )
+    if "lora_layers" in ck:
+        raise ModelLoadError(
+            f"{file} is an llmbuilder fine-tuning checkpoint (it has lora_layers), not a model",
+            hint="use the final fine-tuned model file (format of model.pt) that fine-tuning writes at the end",
+        )
+    if any("_packed_params" in k or k.endswith(".scale") or k.endswith(".zero_point") for k in state):
+        raise ModelLoadError(
+            f"{file} is an int8 (dynamically quantized) export, which is not supported",
+            hint="export the model unquantized (float32 or float16) and load that file",
+        )
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelLoadError(
+            f"{file}: state entries that are not tensors: {', '.join(bad[:5])}",
+            hint="the checkpoint is not an llmbuilder GPT; re-export it with llmbuilder",
+        )
+    not_float = [k for k, v in state.items() if not v.is_floating_point() and not k.endswith("causal_mask")]
+    if not_float:
+        dtype = state[not_float[0]].dtype
+        raise ModelLoadError(
+            f"{file}: weights stored as {dtype} ({not_float[0]}) cannot be run",
+            hint="export the model in float32 or float16 and load that file",
+        )
+
+
+def _config_value(cfg: Mapping[str, Any], *names: str) -> Any:
+    for n in names:
+        if n in cfg and cfg[n] is not None:
+            return cfg[n]
+    return None
+
+
+def read_checkpoint(
+    file: Path, *, num_heads: int | None = None
+) -> tuple[GPTConfig, dict[str, torch.Tensor], str, str]:
+    """Read and validate one checkpoint → (config, float32 CPU state dict, format name, stored dtype)."""
+    ck = _torch_load(file)
+    if not isinstance(ck, Mapping):
+        raise ModelLoadError(
+            f"{file} holds a {type(ck).__name__}, not an llmbuilder checkpoint dictionary",
+            hint="pass llmbuilder's model.pt or a trainer checkpoint",
+        )
+    state, fmt = _pick_state(ck, file)
+    _reject_variants(ck, state, file)
+    cfg = _pick_config(ck)
+
+    for key in ("token_embedding.weight", "position_embedding.weight"):
+        t = state.get(key)
+        if t is None or t.dim() != 2:
+            found = ", ".join(sorted(state)[:6])
+            raise ModelLoadError(
+                f"{file} is not an llmbuilder GPT: '{key}' is missing or not a matrix (found: {found})",
+                hint="this tool runs models built by llmbuilder (GPTModel)",
+            )
+    V, C = state["token_embedding.weight"].shape
+    P, C2 = state["position_embedding.weight"].shape
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    L = len(layers)
+    if C2 != C or L == 0 or layers != list(range(L)):
+        raise ModelLoadError(
+            f"{file}: inconsistent weights (embedding width {C} vs {C2}, blocks {layers[:8]})",
+            hint="the checkpoint is damaged or not an llmbuilder GPT",
+        )
+
+    H = _config_value(cfg, *_HEAD_KEYS) if cfg else None
+    if H is None:
+        if num_heads is None:
+            raise ModelLoadError(
+                f"{file} has no model configuration, so the number of attention heads is unknown "
+                f"(vocab {V}, width {C}, {L} layers, context {P} were read from the weights)",
+                hint="pass --num-heads N (num_heads the model was trained with)",
+            )
+        H = num_heads
+    elif num_heads is not None and num_heads != H:
+        raise ModelLoadError(
+            f"--num-heads {num_heads} contradicts the checkpoint's num_heads {H}",
+            hint="leave --num-heads out for checkpoints that record their configuration",
+        )
+    if not isinstance(H, int) or isinstance(H, bool) or H <= 0 or C % H:
+        raise ModelLoadError(
+            f"{file}: num_heads {H!r} does not divide the model width {C}",
+            hint="pass the head count the model was trained with",
+        )
+    if cfg:
+        expected = {
+            ("vocab_size",): V,
+            ("embedding_dim", "n_embd"): C,
+            ("num_layers", "n_layer"): L,
+            ("max_seq_length", "block_size"): P,
+        }
+        diffs = [
+            f"{names[0]} {_config_value(cfg, *names)} vs {actual}"
+            for names, actual in expected.items()
+            if _config_value(cfg, *names) is not None and _config_value(cfg, *names) != actual
+        ]
+        if diffs:
+            raise ModelLoadError(
+                f"{file}: the stored config disagrees with the weights ({'; '.join(diffs)})",
+                hint="the checkpoint is inconsistent; re-export it with llmbuilder",
+            )
+
+    config = GPTConfig(vocab_size=V, n_layer=L, n_head=H, n_embd=C, block_size=P)
+    stored_dtype = str(state["token_embedding.weight"].dtype).replace("torch.", "")
+    return config, _validated_state(state, config, file), fmt, stored_dtype
+
+
+def _validated_state(state: dict[str, torch.Tensor], cfg: GPTConfig, file: Path) -> dict[str, torch.Tensor]:
+    C, V, P = cfg.n_embd, cfg.vocab_size, cfg.block_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embedding.weight": (V, C),
+        "position_embedding.weight": (P, C),
+        "ln_f.weight": (C,),
+        "ln_f.bias": (C,),
+        "lm_head.weight": (V, C),
+    }
+    block_shapes = {
+        "ln1.weight": (C,),
+        "ln1.bias": (C,),
+        "attn.qkv_proj.weight": (3 * C, C),
+        "attn.out_proj.weight": (C, C),
+        "attn.out_proj.bias": (C,),
+        "ln2.weight": (C,),
+        "ln2.bias": (C,),
+        "mlp.fc1.weight": (4 * C, C),
+        "mlp.fc1.bias": (4 * C,),
+        "mlp.fc2.weight": (C, 4 * C),
+        "mlp.fc2.bias": (C,),
+    }
+    for i in range(cfg.n_layer):
+        for k, s in block_shapes.items():
+            shapes[f"blocks.{i}.{k}"] = s
+    present = {k for k in state if not k.endswith(".attn.causal_mask")}
+    missing = sorted(set(shapes) - present - {"lm_head.weight"})
+    unexpected = sorted(present - set(shapes))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}" + (" …" if len(missing) > 6 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:6])}" + (" …" if len(unexpected) > 6 else ""))
+        raise ModelLoadError(
+            f"{file} does not match llmbuilder's GPT layout: {'; '.join(parts)}",
+            hint="this tool runs llmbuilder GPT checkpoints (model.pt or trainer checkpoints)",
+        )
+    out: dict[str, torch.Tensor] = {}
+    for k in present:
+        t = state[k]
+        if tuple(t.shape) != shapes[k]:
+            raise ModelLoadError(
+                f"{file}: '{k}' has shape {tuple(t.shape)}, expected {shapes[k]}",
+                hint="the checkpoint is damaged or its configuration is wrong",
+            )
+        out[k] = t.to(torch.float32)
+    if "lm_head.weight" not in out:  # tied head: reuse the embedding
+        out["lm_head.weight"] = out["token_embedding.weight"]
+    return out
+
+
+def load(
+    model_path: str | Path,
+    tokenizer_path: str | Path | None = None,
+    *,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+) -> LoadedModel:
+    """Read a model and its tokenizer (default: the ``tokenizer/`` directory beside the model)."""
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    file = resolve_model_file(model_path)
+    if tokenizer_path is None or str(tokenizer_path) == "":
+        tokenizer_path = default_tokenizer_path(file)
+        if tokenizer_path is None:
+            raise TokenizerError(
+                f"no tokenizer given and none found beside {file}",
+                hint="pass --tokenizer DIR (the directory with llmbuilder's tokenizer.model)",
+            )
+    config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
+    tokenizer = load_tokenizer(tokenizer_path)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise TokenizerError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding has only "
+            f"{config.vocab_size} rows",
+            hint="use the tokenizer the model was trained with",
+        )
+    tied = state["lm_head.weight"] is state["token_embedding.weight"] or torch.equal(
+        state["lm_head.weight"], state["token_embedding.weight"]
+    )
+    state = {k: v.to(dev) for k, v in state.items() if not (tied and k == "lm_head.weight")}
+    if tied:
+        state["lm_head.weight"] = state["token_embedding.weight"]
+    model = LLMBuilderGPT(config, state)
+    info = ModelInfo(
+        path=file.resolve(),
+        format=fmt,
+        architecture=LLMBuilderGPT.architecture,
+        config=config,
+        file_size=file.stat().st_size,
+        stored_dtype=stored_dtype,
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0)

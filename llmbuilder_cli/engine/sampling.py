@@ -1,0 +1,183 @@
+"""Logits processors and token selection, as a ladder of small pure functions.
+
+A processor is a frozen dataclass called as ``processor(logits, ctx) -> logits`` on the next-token
+logits of one sequence, a float tensor (V,). `build_processors` returns only the stages the config
+switches on, always in the fixed order of ``config.PROCESSOR_ORDER`` (llmbuilder's order: temperature
+first, then the repetition penalty, then EOS suppression for ``min_new_tokens``, then top-k and top-p,
+which run only when sampling). `select` picks the token: argmax (first index on ties) when greedy, else
+``softmax`` then ``torch.multinomial`` with an explicit ``torch.Generator`` (never the global RNG).
+
+Formulas follow llmbuilder 2.0.0 exactly (see the format reference, §4.3):
+  * temperature: z / T (also in greedy mode, as llmbuilder does; T = 0 means greedy and skips it)
+  * repetition penalty θ, once per distinct id seen in the whole sequence: z·θ if z < 0 else z/θ
+  * top-k: logits strictly below the k-th largest become -inf (ties at the threshold survive)
+  * top-p: in descending order, a token is kept iff the probability mass strictly before it is <= p
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+
+from ..config import GenerationConfig
+
+__all__ = [
+    "SamplingContext",
+    "Processor",
+    "Temperature",
+    "RepetitionPenalty",
+    "SuppressTokens",
+    "MinNewTokens",
+    "TopK",
+    "TopP",
+    "build_processors",
+    "apply_processors",
+    "probabilities",
+    "select",
+]
+
+NEG_INF = float("-inf")
+
+
+class SamplingContext:
+    """Per-sequence state the processors read: which ids were seen and how many tokens are new."""
+
+    def __init__(self, vocab_size: int, device: torch.device | str, ids: Sequence[int] = ()) -> None:
+        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)  # (V,) ids in the sequence
+        self.new_tokens = 0
+        if len(ids):
+            self.seen[torch.tensor(list(ids), dtype=torch.long, device=device)] = True
+
+    def add(self, token_id: int) -> None:
+        self.seen[token_id] = True
+        self.new_tokens += 1
+
+
+class Processor(Protocol):
+    name: str
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Temperature:
+    value: float  # > 0
+    name: str = "temperature"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        return logits / self.value
+
+
+@dataclass(frozen=True)
+class RepetitionPenalty:
+    penalty: float  # > 0; 1.0 is a no-op and is never built
+    name: str = "repetition_penalty"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+        return torch.where(ctx.seen, penalised, logits)
+
+
+@dataclass(frozen=True)
+class SuppressTokens:
+    """Ids that can never be produced (e.g. model rows beyond the tokenizer's vocabulary)."""
+
+    start: int  # ids >= start are banned
+    name: str = "vocab_limit"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        out = logits.clone()
+        out[self.start :] = NEG_INF
+        return out
+
+
+@dataclass(frozen=True)
+class MinNewTokens:
+    """Block the EOS ids while fewer than ``min_new_tokens`` new tokens exist."""
+
+    min_new_tokens: int
+    eos_ids: tuple[int, ...]
+    name: str = "min_new_tokens"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        if ctx.new_tokens >= self.min_new_tokens or not self.eos_ids:
+            return logits
+        out = logits.clone()
+        out[list(self.eos_ids)] = NEG_INF
+        return out
+
+
+@dataclass(frozen=True)
+class TopK:
+    k: int  # > 0
+    name: str = "top_k"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        k = min(self.k, logits.shape[-1])
+        kth = torch.topk(logits, k).values[-1]  # the k-th largest value
+        return logits.masked_fill(logits < kth, NEG_INF)  # strictly below: ties survive
+
+
+@dataclass(frozen=True)
+class TopP:
+    p: float  # 0 < p < 1
+    name: str = "top_p"
+
+    def __call__(self, logits: torch.Tensor, ctx: SamplingContext) -> torch.Tensor:
+        sorted_logits, order = torch.sort(logits, descending=True)  # (V,), (V,)
+        cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)  # (V,)
+        remove = cumulative > self.p
+        remove[1:] = remove[:-1].clone()  # shift right: a token goes when the mass *before* it > p
+        remove[0] = False  # the most likely token always stays
+        out = logits.clone()
+        out[order[remove]] = NEG_INF
+        return out
+
+
+def build_processors(
+    config: GenerationConfig, *, eos_ids: Sequence[int] = (), vocab_limit: int | None = None
+) -> list[Processor]:
+    """The active processors for ``config``, in the fixed documented order.
+
+    ``vocab_limit``: ids at or above it are banned first (a model whose embedding has more rows than
+    its tokenizer has pieces must never emit an id the tokenizer cannot decode).
+    """
+    procs: list[Processor] = []
+    if vocab_limit is not None:
+        procs.append(SuppressTokens(vocab_limit))
+    if config.temperature != 0.0 and config.temperature != 1.0:
+        procs.append(Temperature(config.temperature))
+    if config.repetition_penalty != 1.0:
+        procs.append(RepetitionPenalty(config.repetition_penalty))
+    if config.min_new_tokens > 0 and eos_ids and not config.ignore_eos:
+        procs.append(MinNewTokens(config.min_new_tokens, tuple(eos_ids)))
+    if not config.greedy:
+        if config.top_k is not None:
+            procs.append(TopK(config.top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            procs.append(TopP(config.top_p))
+    return procs
+
+
+def apply_processors(logits: torch.Tensor, procs: Sequence[Processor], ctx: SamplingContext) -> torch.Tensor:
+    for proc in procs:
+        logits = proc(logits, ctx)
+    return logits
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """softmax over the processed logits; removed tokens (-inf) get probability 0."""
+    return torch.softmax(logits, dim=-1)
+
+
+def select(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
+    """The next token id from processed logits (V,)."""
+    if greedy:
+        return int(torch.argmax(logits))  # first index among equal maxima
+    probs = probabilities(logits)
+    if not bool(torch.isfinite(probs).all()):
+        # A temperature so small that z / T overflowed: the distribution is a point mass on the argmax.
+        return int(torch.argmax(logits))
+    return int(torch.multinomial(probs, 1, generator=generator))

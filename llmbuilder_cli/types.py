@@ -1,0 +1,92 @@
+"""Plain result types shared by the engine, the API and the CLI: stream chunks, stats, finish reasons.
+
+Standard library only, so the CLI can type-check and render them without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = ["FinishReason", "GenerationStats", "StreamChunk", "GenerationResult"]
+
+
+class FinishReason(str, Enum):
+    """Why generation ended."""
+
+    EOS = "eos"  # the model produced its end-of-sequence token
+    STOP = "stop"  # a stop string appeared; the text is cut before it
+    LENGTH = "length"  # max_new_tokens were generated
+    CANCELLED = "cancelled"  # the caller stopped it (Ctrl-C)
+
+    def __str__(self) -> str:  # "eos", not "FinishReason.EOS"
+        return self.value
+
+
+@dataclass
+class GenerationStats:
+    """Numbers about one generation. Times are seconds; rates are tokens per second."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    load_s: float = 0.0  # model + tokenizer load (0 when an already loaded model was reused)
+    prefill_s: float = 0.0  # time to run the prompt through the model
+    time_to_first_token_s: float = 0.0  # from the start of generation to the first new token
+    decode_s: float = 0.0  # time for the tokens after the first
+    total_s: float = 0.0  # whole generation (prefill + decode + sampling + detokenization)
+    seed: int | None = None  # the seed actually used when sampling (None for greedy)
+    window_slides: int = 0  # steps that ran on a cropped window because the sequence exceeded the context
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: tokens after the first one, per second of decoding (0 when not measurable)."""
+        if self.new_tokens <= 1 or self.decode_s <= 0:
+            return 0.0
+        return (self.new_tokens - 1) / self.decode_s
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tokens_per_s"] = round(self.tokens_per_s, 3)
+        d["prompt_tokens_per_s"] = round(self.prompt_tokens_per_s, 3)
+        return d
+
+
+@dataclass
+class StreamChunk:
+    """A piece of generated text.
+
+    ``text`` may be empty (a token that completes no character yet, or text held back while it could be
+    the start of a stop string). The last chunk of a stream has ``finish_reason`` and ``stats`` set.
+    """
+
+    text: str
+    token_id: int | None
+    index: int  # 0-based index of the new token this chunk belongs to (-1 for a final flush)
+    finish_reason: FinishReason | None = None
+    stats: GenerationStats | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Everything about one finished generation."""
+
+    prompt: str  # the prompt as given
+    prompt_text: str  # the prompt as the tokenizer decodes it (llmbuilder's normalised form)
+    text: str  # the continuation only (cut before a stop string)
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # new ids (including a final EOS id)
+    finish_reason: FinishReason = FinishReason.LENGTH
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    @property
+    def full_text(self) -> str:
+        """What llmbuilder's generator returns: the decoded prompt followed by the continuation."""
+        return self.prompt_text + self.text

@@ -1,0 +1,38 @@
+"""Shared test helpers: fixture paths, the llmbuilder reference outputs, tiny model builders."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+FIXTURE = HERE / "fixtures" / "llmbuilder-tiny"
+MODEL_PT = FIXTURE / "model.pt"
+BEST_CKPT = FIXTURE / "checkpoints" / "best_checkpoint.pt"
+TOKENIZER_DIR = FIXTURE / "tokenizer"
+REFERENCE = json.loads((FIXTURE / "reference_outputs.json").read_text(encoding="utf-8"))
+GREEDY_CASES = [c for c in REFERENCE["cases"] if not c["config"]["do_sample"]]
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for running the CLI in a subprocess (no colour, no debug, this interpreter's path)."""
+    env = dict(os.environ)
+    env.pop("LLMBUILDER_DEBUG", None)
+    env["NO_COLOR"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmbuilder_cli", *args]
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    from llmbuilder_cli import load_model
+
+    return load_model(MODEL_PT, TOKENIZER_DIR, device="cpu")

@@ -6,7 +6,8 @@ fields (`seed`, `stop`, `ignore_eos`) follow. The CLI, the Python API (and later
 `/set`) all build their values through this class, so a rule is written once.
 
 Rules that differ from llmbuilder, on purpose:
-  * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values are rejected.
+  * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values and values between
+    0 and ``MIN_TEMPERATURE`` (1e-5) are rejected.
   * ``top_k`` of ``None`` or ``0`` disables top-k; ``top_p`` of ``None`` or ``1.0`` disables top-p.
   * ``min_new_tokens`` exists (llmbuilder documents it but raises ``TypeError``): EOS is suppressed until
     that many tokens were generated. Stop strings are *not* deferred by it.
@@ -23,7 +24,7 @@ from typing import Any, Iterable
 
 from .errors import ConfigError
 
-__all__ = ["GenerationConfig", "PROCESSOR_ORDER", "FIELD_HELP", "parse_field_value"]
+__all__ = ["GenerationConfig", "PROCESSOR_ORDER", "FIELD_HELP", "MIN_TEMPERATURE", "parse_field_value"]
 
 #: The fixed order in which logits are transformed before a token is picked (llmbuilder's order,
 #: temperature first). Greedy decoding runs the first three stages then takes the argmax.
@@ -50,6 +51,10 @@ FIELD_HELP: dict[str, str] = {
 }
 
 _MAX_SEED = 2**63 - 1
+
+#: Smallest non-zero temperature. Below it z / T overflows float32 for ordinary logits and the
+#: distribution is a point mass anyway: use 0 (greedy) for that.
+MIN_TEMPERATURE = 1e-5
 
 
 def _is_int(value: Any) -> bool:
@@ -118,8 +123,12 @@ class GenerationConfig:
                 hint="raise max_new_tokens or lower min_new_tokens",
                 field="min_new_tokens",
             )
-        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
-            fail("temperature", "a finite number >= 0 (0 means greedy)")
+        if (
+            not _is_number(self.temperature)
+            or not math.isfinite(self.temperature)
+            or not (self.temperature == 0.0 or self.temperature >= MIN_TEMPERATURE)
+        ):
+            fail("temperature", f"0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
             fail("top_k", "a whole number >= 0 (0 disables top-k)")
         if self.top_p is not None and (
@@ -149,22 +158,6 @@ class GenerationConfig:
     def greedy(self) -> bool:
         """True when tokens are picked by argmax: ``do_sample=False`` or ``temperature == 0``."""
         return not self.do_sample or self.temperature == 0.0
-
-    def active_processors(self) -> tuple[str, ...]:
-        """The stages of :data:`PROCESSOR_ORDER` that change the logits with these settings."""
-        active = []
-        if self.temperature not in (0.0, 1.0):
-            active.append("temperature")
-        if self.repetition_penalty != 1.0:
-            active.append("repetition_penalty")
-        if self.min_new_tokens > 0 and not self.ignore_eos:
-            active.append("min_new_tokens")
-        if not self.greedy:
-            if self.top_k is not None:
-                active.append("top_k")
-            if self.top_p is not None and self.top_p < 1.0:
-                active.append("top_p")
-        return tuple(active)
 
     def replace(self, **changes: Any) -> "GenerationConfig":
         """A copy with some fields changed, validated again."""

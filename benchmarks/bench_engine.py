@@ -18,6 +18,8 @@ Two measurements, both reported as medians over several runs after one warm-up:
 2. **Whole-process wall times** (subprocesses, round-robin): ``python -c "import torch"``, our
    ``llmbuilder generate text`` on the repository's tiny fixture, our ``llmbuilder --help``, and, when
    its interpreter can run it, llmbuilder's own CLI (``python -m llmbuilder``) on the same fixture.
+   All of them run with the same OMP/MKL thread count (``--process-threads``, default ``--threads``);
+   one extra row times our generate command with torch's default thread count, for information.
 
 The interpreter running this file must import both ``llmbuilder`` (2.0.0) and ``llmbuilder_cli``: see
 ``benchmarks/README.md`` for how to create that separate benchmark environment. llmbuilder is never a
@@ -48,6 +50,7 @@ CPU_SMALL = {"vocab_size": 8000, "n_layer": 4, "n_head": 4, "n_embd": 256, "bloc
 TARGET_RATIO = 10.0  # ours / llmbuilder tokens per second
 TARGET_OVER_TORCH_S = 0.3  # our generate command minus `import torch`
 TARGET_HELP_S = 0.15  # our `--help`
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # pinned for the subprocesses by --process-threads
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -193,24 +196,32 @@ def our_cli(python: str) -> list[str]:
     return [python, "-m", "llmbuilder_cli"]
 
 
-def process_commands(args: argparse.Namespace) -> dict[str, list[str]]:
+def process_commands(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Name → (argv, environment). Every command gets the same thread pinning (``--process-threads``);
+    one extra row runs our generate command with torch's own default thread count, for information."""
     model, tok = str(FIXTURE / "model.pt"), str(FIXTURE / "tokenizer")
     gen = ["generate", "text", "-m", model, "-t", tok, "-p", "Once upon a time", "--max-tokens", "40"]
     cli = our_cli(args.cli_python)
+    default_env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env = dict(default_env)
+    if args.process_threads:
+        env.update({k: str(args.process_threads) for k in THREAD_VARS})
     cmds = {
-        "import torch": [args.cli_python, "-c", "import torch"],
-        "ours generate": cli + gen + ["--greedy", "-q"],
-        "ours --help": cli + ["--help"],
+        "import torch": ([args.cli_python, "-c", "import torch"], env),
+        "ours generate": (cli + gen + ["--greedy", "-q"], env),
+        "ours --help": (cli + ["--help"], env),
     }
     if args.llmbuilder_python:
         lb = [args.llmbuilder_python, "-m", "llmbuilder"]
-        cmds["llmbuilder generate"] = lb + gen  # it has no greedy flag: its default sampling
-        cmds["llmbuilder --help"] = lb + ["--help"]
+        cmds["llmbuilder generate"] = (lb + gen, env)  # it has no greedy flag: its default sampling
+        cmds["llmbuilder --help"] = (lb + ["--help"], env)
+    if args.process_threads:
+        cmds["ours generate, default threads"] = (cli + gen + ["--greedy", "-q"], default_env)
     return cmds
 
 
-def run_once(cmd: list[str], cwd: Path) -> float:
-    seconds, proc = timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True))
+def run_once(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    seconds, proc = timed(lambda: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True))
     out = proc.stdout + proc.stderr
     if proc.returncode != 0 or "Generation failed" in out:  # llmbuilder's CLI exits 0 on failure
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-2000:]}")
@@ -222,13 +233,14 @@ def bench_processes(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cmds = process_commands(args)
     times: dict[str, list[float]] = {name: [] for name in cmds}
     for run in range(args.runs + 1):
-        for name, cmd in cmds.items():
-            seconds = run_once(cmd, workdir)
+        for name, (cmd, env) in cmds.items():
+            seconds = run_once(cmd, env, workdir)
             if run:
                 times[name].append(seconds)
     med = {name: median(ts) for name, ts in times.items()}
     return {
-        "commands": {name: cmd for name, cmd in cmds.items()},
+        "commands": {name: cmd for name, (cmd, _env) in cmds.items()},
+        "process_threads": args.process_threads or "torch default",
         "times_s": times,
         "median_s": med,
         "ours_minus_import_torch_s": med["ours generate"] - med["import torch"],
@@ -256,9 +268,9 @@ def print_report(res: dict[str, Any]) -> None:
         print(f"  token ids agree: {agree}; {eng['matching_ids']}/{eng['new_tokens']} positions equal")
     proc = res.get("processes")
     if proc:
-        print("\nWhole-process wall time")
+        print(f"\nWhole-process wall time (OMP/MKL threads: {proc['process_threads']})")
         for name, s in proc["median_s"].items():
-            print(f"  {name:<22}{s:>8.3f} s")
+            print(f"  {name:<32}{s:>8.3f} s")
         over = proc["ours_minus_import_torch_s"]
         help_s = proc["median_s"]["ours --help"]
         print(f"  ours generate - import torch: {over:.3f} s (target <= {TARGET_OVER_TORCH_S} s: "
@@ -286,7 +298,10 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5, help="timed runs per measurement, after one warm-up (>= 5)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for both engines")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both engines (default 1: see README.md on small shared machines)")
+    p.add_argument("--process-threads", type=int, default=None,
+                   help="OMP/MKL threads for every timed subprocess (default: --threads; 0 = leave unset)")
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--prompt-tokens", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the prompt")
@@ -297,7 +312,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-engines", action="store_true", help="only the whole-process timings")
     p.add_argument("--skip-processes", action="store_true", help="only the decoding speed")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.process_threads is None:
+        args.process_threads = args.threads
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

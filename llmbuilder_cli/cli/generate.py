@@ -18,12 +18,6 @@ from ..types import StreamChunk
 
 _D = GenerationConfig()  # the defaults, shown in --help
 
-_CONTEXT_POLICY = (
-    "Context: while prompt + output fit the model's context length the KV cache is used; beyond it each "
-    "step sees only the last <context> tokens at positions 0..context-1 (llmbuilder's sliding window). "
-    "The prompt is never cut from the output."
-)
-
 P_MODEL = "Model"
 P_PROMPT = "Prompt and output"
 P_SAMPLING = "Sampling"
@@ -195,6 +189,10 @@ def text_command(
       llmbuilder generate text -m run/model.pt -t run/tokenizer -p "Once upon a time" --greedy --max-tokens 40
 
       echo "The little fox" | llmbuilder generate text -m run/ --temperature 0.7 --seed 7
+
+    Context: while prompt + output fit the model's context length, a KV cache makes each new token cheap.
+    Beyond it, each step sees only the last <context> tokens at positions 0..context-1 (llmbuilder's
+    sliding window), exactly as llmbuilder generates; the prompt is never cut from the output.
     """
     from .. import api
 

@@ -15,6 +15,7 @@ import hashlib
 import pickle
 import re
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,15 +178,25 @@ def default_tokenizer_path(model_file: Path) -> Path | None:
 # ------------------------------------------------------------------------------------------ checkpoint
 def _torch_load(file: Path) -> Any:
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols; our error says enough
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        what = "Python objects that a safe (weights-only) load refuses"
-        if "quantiz" in msg.lower() or "packed" in msg.lower():
-            what = "quantized (int8) packed parameters"
+        if "unsupported global" in msg.lower():  # torch's weights-only unpickler refused an object
+            found = re.search(r"GLOBAL (\S+)", msg)
+            what = "Python objects that a safe (weights-only) load refuses"
+            if found:
+                what = f"a pickled Python object ({found.group(1)}) that a safe (weights-only) load refuses"
+            if "quantiz" in msg.lower() or "packed" in msg.lower():
+                what = "quantized (int8) packed parameters"
+            raise ModelLoadError(
+                f"{file} contains {what}",
+                hint="export the model unquantized (float32 or float16) with llmbuilder and load that file",
+            ) from None
         raise ModelLoadError(
-            f"{file} contains {what}",
-            hint="export the model unquantized (float32 or float16) with llmbuilder and load that file",
+            f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})",
+            hint="the file may be damaged or of another format; re-export it with llmbuilder",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         raise ModelLoadError(

@@ -1,0 +1,69 @@
+"""Layering rules, checked in fresh interpreters: the engine never imports the CLI libraries, and the
+fast paths of the CLI (help, version, importing the package) never import torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CLI_LIBS = ("typer", "rich", "questionary", "click", "prompt_toolkit")
+HEAVY = ("torch", "tokenizers", "sentencepiece")
+
+
+def modules_after(code: str) -> set[str]:
+    probe = code + "\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def roots(mods: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in mods}
+
+
+def test_engine_imports_no_cli_library():
+    mods = roots(modules_after(
+        "import llmbuilder_cli.engine.generate, llmbuilder_cli.engine.loading, llmbuilder_cli.engine.sampling,"
+        " llmbuilder_cli.engine.tokenizer, llmbuilder_cli.engine.models"
+    ))
+    assert "torch" in mods
+    assert not mods & set(CLI_LIBS), mods & set(CLI_LIBS)
+
+
+def test_core_is_stdlib_only():
+    mods = roots(modules_after("import llmbuilder_cli.config, llmbuilder_cli.types, llmbuilder_cli.errors"))
+    assert not mods & set(CLI_LIBS + HEAVY)
+
+
+def test_importing_the_package_does_not_import_torch():
+    mods = roots(modules_after("import llmbuilder_cli; from llmbuilder_cli import generate_text, GenerationConfig"))
+    assert not mods & set(HEAVY + CLI_LIBS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["generate", "text", "--help"], ["--version"]])
+def test_help_and_version_do_not_import_torch(argv):
+    code = (
+        "import sys\n"
+        "from llmbuilder_cli.cli.app import main\n"
+        f"rc = main({argv!r})\n"
+        "assert rc == 0, rc\n"
+    )
+    mods = roots(modules_after(code))
+    assert "typer" in mods
+    assert not mods & set(HEAVY + ("questionary",)), mods & set(HEAVY)
+
+
+def test_no_engine_module_imports_upward():
+    """Static check: engine files import nothing from the API, CLI or chat layers."""
+    from pathlib import Path
+
+    import llmbuilder_cli
+
+    engine = Path(llmbuilder_cli.__file__).parent / "engine"
+    for f in engine.rglob("*.py"):
+        text = f.read_text(encoding="utf-8")
+        for bad in ("from ..api", "from ..cli", "from ..chat", "import typer", "import rich", "import questionary",
+                    "from ...api", "from ...cli"):
+            assert bad not in text, (f, bad)

@@ -99,17 +99,19 @@ def load_model(
     *,
     device: str | None = "auto",
     num_heads: int | None = None,
+    threads: int | str | None = None,
 ) -> "LoadedModel":
     """Load a model and its tokenizer once; pass the handle to the other functions as ``model_path``.
 
     ``model_path``: ``model.pt``, a trainer checkpoint, or a run directory containing ``model.pt``.
     ``tokenizer_path``: a directory with ``tokenizer.model`` or ``tokenizer.json``, or one of those files;
     by default the ``tokenizer/`` directory beside the model. ``num_heads`` is needed only for old
-    checkpoints that do not record their configuration.
+    checkpoints that do not record their configuration. ``threads`` sets torch's CPU thread count for
+    the whole process: a number, "auto" (1 for small models), or None to leave it alone.
     """
     from .engine import loading
 
-    return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads)
+    return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads, threads=threads)
 
 
 def _loaded(

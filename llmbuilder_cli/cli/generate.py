@@ -96,6 +96,15 @@ def text_command(
             min=1,
         ),
     ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads",
+            help="CPU threads. Default: 1 for small models (faster: no thread synchronisation), else torch's default.",
+            rich_help_panel=P_MODEL,
+            min=1,
+        ),
+    ] = None,
     prompt: Annotated[
         Optional[str],
         typer.Option(
@@ -234,7 +243,7 @@ def text_command(
     if model is None:
         raise UsageError("no model given", hint="pass --model PATH (llmbuilder's model.pt or its run directory)")
 
-    loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads)
+    loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
 
     if interactive:
         return api.interactive_cli(loaded, config=config)

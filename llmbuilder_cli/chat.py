@@ -16,7 +16,7 @@ from typing import Callable, Iterator, TextIO
 
 from .config import FIELD_HELP, GenerationConfig, parse_field_value
 from .errors import EXIT_OK, LLMBuilderError
-from .types import StreamChunk
+from .types import StreamChunk, footer_text
 
 __all__ = ["run_prompt_loop", "COMMANDS"]
 
@@ -29,16 +29,6 @@ COMMANDS = {
 }
 
 StreamFn = Callable[[str, GenerationConfig], Iterator[StreamChunk]]
-
-
-def _footer(chunk: StreamChunk) -> str:
-    st = chunk.stats
-    parts = [f"{st.new_tokens} tokens", f"finish: {chunk.finish_reason}"] if st else []
-    if st and st.tokens_per_s:
-        parts.append(f"{st.tokens_per_s:.1f} tok/s")
-    if st and st.seed is not None:
-        parts.append(f"seed {st.seed}")
-    return "[" + " · ".join(parts) + "]"
 
 
 def run_prompt_loop(
@@ -128,4 +118,4 @@ def run_prompt_loop(
         output_stream.write("\n")
         output_stream.flush()
         if last is not None and last.finish_reason is not None and show_prompt:
-            say(_footer(last))
+            say(footer_text(last))

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["FinishReason", "GenerationStats", "StreamChunk", "GenerationResult"]
+__all__ = ["FinishReason", "GenerationStats", "StreamChunk", "GenerationResult", "footer_text"]
 
 
 class FinishReason(str, Enum):
@@ -90,3 +90,23 @@ class GenerationResult:
     def full_text(self) -> str:
         """What llmbuilder's generator returns: the decoded prompt followed by the continuation."""
         return self.prompt_text + self.text
+
+
+def footer_text(chunk: StreamChunk, block_size: int | None = None) -> str:
+    """The one-line summary printed on stderr after a generation (from its last chunk)."""
+    st = chunk.stats
+    if st is None:
+        return f"[finish: {chunk.finish_reason}]"
+    parts = [
+        f"{st.new_tokens} tokens",
+        f"finish: {chunk.finish_reason}",
+        f"first token {st.time_to_first_token_s * 1000:.0f} ms",
+    ]
+    if st.tokens_per_s:
+        parts.append(f"{st.tokens_per_s:.1f} tok/s")
+    if st.seed is not None:
+        parts.append(f"seed {st.seed}")
+    if st.window_slides:
+        window = f"sliding window of {block_size}" if block_size else "sliding window"
+        parts.append(f"{window} for {st.window_slides} steps")
+    return "[" + " · ".join(parts) + "]"

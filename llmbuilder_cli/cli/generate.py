@@ -14,7 +14,7 @@ import typer
 
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
-from ..types import StreamChunk
+from ..types import StreamChunk, footer_text
 
 _D = GenerationConfig()  # the defaults, shown in --help
 
@@ -45,24 +45,6 @@ def _stdin_is_terminal() -> bool:
         return sys.stdin is None or sys.stdin.isatty()
     except (ValueError, AttributeError):
         return True
-
-
-def _footer(last: StreamChunk, block_size: int) -> str:
-    st = last.stats
-    if st is None:
-        return f"[finish: {last.finish_reason}]"
-    parts = [
-        f"{st.new_tokens} tokens",
-        f"finish: {last.finish_reason}",
-        f"first token {st.time_to_first_token_s * 1000:.0f} ms",
-    ]
-    if st.tokens_per_s:
-        parts.append(f"{st.tokens_per_s:.1f} tok/s")
-    if st.seed is not None:
-        parts.append(f"seed {st.seed}")
-    if st.window_slides:
-        parts.append(f"sliding window of {block_size} for {st.window_slides} steps")
-    return "[" + " · ".join(parts) + "]"
 
 
 def text_command(
@@ -276,6 +258,6 @@ def text_command(
     out.write("\n")
     out.flush()
     if not quiet and last is not None:
-        sys.stderr.write(_footer(last, block) + "\n")
+        sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()
     return code

@@ -3,9 +3,9 @@
 Every test runs on hand-built float32 logits whose processed probabilities are known exactly (or to 1e-4
 where the reference tables round), following:
 
-  * ``/work/shared/reference/llmbuilder-format.md`` §4.3 "Per-step algorithm" and its worked examples
-    (llmbuilder 2.0.0's order and boundary rules, which we reproduce bit for bit);
-  * ``/work/shared/reference/sampling.md`` §1-2 (parameter semantics, processor order, Example 1 and 2).
+  * llmbuilder 2.0.0's generation algorithm (format reference §4.3 "Per-step algorithm") and its worked
+    examples: llmbuilder's order and boundary rules, which we reproduce bit for bit;
+  * the sampling semantics reference §1-2 (parameter semantics, processor order, Example 1 and 2).
 
 Layout:
   1. helpers

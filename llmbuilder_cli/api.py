@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO, Union
+from typing import TYPE_CHECKING, Any, TextIO, Union
 
 from .config import GenerationConfig
-from .types import GenerationResult, StreamChunk
+from .types import GenerationResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.generate import TextStream
@@ -318,5 +318,3 @@ def interactive_cli(
         error_stream=error_stream or sys.stderr,
     )
 
-
-GenerateFn = Callable[[str, GenerationConfig], Iterator[StreamChunk]]

@@ -200,3 +200,17 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_threads_auto_explicit_and_invalid():
+    before = torch.get_num_threads()
+    try:
+        load_model(MODEL_PT, TOKENIZER_DIR, threads="auto")
+        assert torch.get_num_threads() == 1  # a 140k-parameter model runs on one thread
+        load_model(MODEL_PT, TOKENIZER_DIR, threads=2)
+        assert torch.get_num_threads() == 2
+        for bad in (0, -1, "many", True):
+            with pytest.raises(UsageError, match="threads must be"):
+                load_model(MODEL_PT, TOKENIZER_DIR, threads=bad)
+    finally:
+        torch.set_num_threads(before)

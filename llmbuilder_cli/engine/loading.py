@@ -145,15 +145,13 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     raise UsageError(f"device type {dev.type!r} is not supported", hint=hint)
 
 
-def choose_threads(requested: int | None, num_parameters: int) -> int:
-    """CPU threads for generation: the requested count, else 1 for small models, else torch's default."""
-    if requested is not None:
-        if requested < 1:
-            raise UsageError(f"threads must be >= 1 (got {requested})", hint="use --threads N with N >= 1")
-        return requested
-    if num_parameters < SMALL_MODEL_PARAMETERS:
-        return 1
-    return torch.get_num_threads()
+def choose_threads(requested: int | str, num_parameters: int) -> int:
+    """CPU threads for generation: a requested count, or for "auto" 1 for small models, else torch's default."""
+    if requested == "auto":
+        return 1 if num_parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        raise UsageError(f"threads must be 'auto' or a whole number >= 1 (got {requested!r})", hint="use threads=1")
+    return requested
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -442,10 +440,6 @@ def load(
     picks one from the model size (`choose_threads`).
     """
     t0 = time.perf_counter()
-    if threads is not None and threads != "auto":
-        if not isinstance(threads, int) or isinstance(threads, bool):
-            raise UsageError(f"threads must be a whole number or 'auto' (got {threads!r})", hint="use threads=1")
-        torch.set_num_threads(choose_threads(threads, 0))
     dev = resolve_device(device)
     file = resolve_model_file(model_path)
     if tokenizer_path is None or str(tokenizer_path) == "":
@@ -456,8 +450,8 @@ def load(
                 hint="pass --tokenizer DIR (the directory with llmbuilder's tokenizer.model)",
             )
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
-    if threads == "auto":
-        torch.set_num_threads(choose_threads(None, config.num_parameters))
+    if threads is not None:
+        torch.set_num_threads(choose_threads(threads, config.num_parameters))
     tokenizer = load_tokenizer(tokenizer_path)
     if tokenizer.vocab_size > config.vocab_size:
         raise TokenizerError(

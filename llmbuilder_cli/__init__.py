@@ -8,7 +8,15 @@ Importing the package does not import torch; the engine loads on first use.
 """
 
 from ._version import __version__
-from .api import clear_model_cache, generate, generate_text, interactive_cli, load_model, stream_text
+from .api import (
+    clear_model_cache,
+    generate,
+    generate_text,
+    interactive_cli,
+    load_model,
+    model_info,
+    stream_text,
+)
 from .config import GenerationConfig
 from .errors import ConfigError, LLMBuilderError, ModelLoadError, TokenizerError, UsageError
 from .types import FinishReason, GenerationResult, GenerationStats, StreamChunk
@@ -20,6 +28,7 @@ __all__ = [
     "generate",
     "stream_text",
     "load_model",
+    "model_info",
     "interactive_cli",
     "clear_model_cache",
     "FinishReason",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "load_model",
+    "model_info",
     "generate_text",
     "generate",
     "stream_text",
@@ -93,8 +94,54 @@ def clear_model_cache() -> None:
     _cache.clear()
 
 
+def resolve_model_arg(model_path: Any, tokenizer_path: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) paths to load: no model (or the name ``demo``) means the built-in demo model."""
+    from . import demo
+
+    if not demo.is_demo_request(model_path):
+        return model_path, tokenizer_path
+    if tokenizer_path not in (None, ""):
+        from .errors import UsageError
+
+        raise UsageError(
+            "a tokenizer was given without a model",
+            hint="pass the model too (the built-in demo model uses its own tokenizer)",
+        )
+    d = demo.demo_model_dir()
+    return d, d / "tokenizer"
+
+
+def model_info(
+    model_path: str | os.PathLike[str] | None = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    *,
+    num_heads: int | None = None,
+) -> dict[str, Any]:
+    """Describe a model file without running it (what ``llmbuilder info`` shows), as a JSON-ready dict:
+    architecture, parameters, layers, heads, context length, vocabulary, format, stored dtype, file size,
+    sha256 and the tokenizer. None (or ``"demo"``) describes the built-in demo model, with its training
+    results under ``"demo"``."""
+    from . import demo
+    from .engine.describe import describe
+
+    is_demo = demo.is_demo_request(model_path)
+    path, tok = resolve_model_arg(model_path, tokenizer_path)
+    out = {"name": demo.DEMO_NAME if is_demo else None, **describe(path, tok, num_heads=num_heads)}
+    if is_demo:
+        report = demo.training_report()
+        results = report.get("results", {})
+        out["demo"] = {
+            "trained_by": "scripts/train_demo.py",
+            "corpus": report.get("corpus", {}).get("generator"),
+            "heldout_loss": results.get("heldout_loss"),
+            "heldout_perplexity": results.get("heldout_perplexity"),
+            "tokens_seen": results.get("tokens_seen"),
+        }
+    return out
+
+
 def load_model(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | None = None,
     tokenizer_path: str | os.PathLike[str] | None = None,
     *,
     device: str | None = "auto",
@@ -103,7 +150,8 @@ def load_model(
 ) -> "LoadedModel":
     """Load a model and its tokenizer once; pass the handle to the other functions as ``model_path``.
 
-    ``model_path``: ``model.pt``, a trainer checkpoint, or a run directory containing ``model.pt``.
+    ``model_path``: ``model.pt``, a trainer checkpoint, or a run directory containing ``model.pt``;
+    None (or ``"demo"``) loads the built-in demo model.
     ``tokenizer_path``: a directory with ``tokenizer.model`` or ``tokenizer.json``, or one of those files;
     by default the ``tokenizer/`` directory beside the model. ``num_heads`` is needed only for old
     checkpoints that do not record their configuration. ``threads`` sets torch's CPU thread count for
@@ -111,6 +159,7 @@ def load_model(
     """
     from .engine import loading
 
+    model_path, tokenizer_path = resolve_model_arg(model_path, tokenizer_path)
     return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads, threads=threads)
 
 
@@ -119,12 +168,10 @@ def _loaded(
 ) -> tuple["LoadedModel", float]:
     """A loaded model for the arguments, and the seconds spent loading it (0 when reused)."""
     from .engine import loading
-    from .errors import UsageError
 
     if isinstance(model_path, loading.LoadedModel):
         return model_path, 0.0
-    if model_path is None or str(model_path) == "":
-        raise UsageError("no model given", hint="pass model_path (llmbuilder's model.pt or its run directory)")
+    model_path, tokenizer_path = resolve_model_arg(model_path, tokenizer_path)
     file = loading.resolve_model_file(model_path)
     st = file.stat()
     tok = None if tokenizer_path in (None, "") else str(Path(tokenizer_path).expanduser().resolve())

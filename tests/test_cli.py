@@ -109,11 +109,10 @@ def test_load_errors_exit_3(tmp_path):
     assert_one_line_error(p, 3, "no tokenizer.model or tokenizer.json")
 
 
-def test_missing_prompt_or_model():
+def test_missing_prompt():
     p = run(*BASE, stdin=None)  # stdin is an empty pipe: empty prompt
     assert_one_line_error(p, 2, "prompt is empty")
-    p = run("generate", "text", "-p", "hello")
-    assert_one_line_error(p, 2, "no model given")
+    # (no --model runs the built-in demo model: tests/test_demo.py)
 
 
 def test_invalid_utf8_on_stdin():

@@ -21,6 +21,9 @@ def test_readme_has_exactly_two_setup_commands():
     assert "torch==2.13.0" in cmds[0] and "llmbuilder generate text" in cmds[0]
     assert cmds[0].index("torch==2.13.0") < cmds[0].index("pip install -e .")
     assert "pytest" in cmds[1]
+    # The quick start runs the built-in demo model: no model of the user's own is needed.
+    first_run = cmds[0].split("llmbuilder generate text", 1)[1]
+    assert "--model" not in first_run and " -m " not in first_run
 
 
 def test_ci_runs_the_readme_test_command():

@@ -18,6 +18,7 @@ import typer
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
 from .generate import text_command
+from .info import info_command
 
 app = typer.Typer(
     name="llmbuilder",
@@ -35,6 +36,7 @@ generate_app = typer.Typer(
 )
 app.add_typer(generate_app, name="generate")
 generate_app.command("text")(text_command)
+app.command("info")(info_command)
 
 
 def _version(value: bool) -> None:

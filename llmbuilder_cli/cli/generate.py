@@ -12,6 +12,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..types import StreamChunk, footer_text
@@ -40,6 +41,15 @@ def _read_stdin_prompt() -> str:
     return text
 
 
+def show_demo_notice_once() -> None:
+    """Say on stderr, the first time only, that the built-in demo model is running and how to change it."""
+    if paths.state_marker(demo.NOTICE_MARKER):
+        return
+    sys.stderr.write(demo.notice() + "\n")
+    sys.stderr.flush()
+    paths.set_state_marker(demo.NOTICE_MARKER)
+
+
 def _stdin_is_terminal() -> bool:
     try:
         return sys.stdin is None or sys.stdin.isatty()
@@ -53,7 +63,8 @@ def text_command(
         typer.Option(
             "--model",
             "-m",
-            help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt.",
+            help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt. "
+            "Default: the built-in demo model ('demo').",
             rich_help_panel=P_MODEL,
         ),
     ] = None,
@@ -177,6 +188,8 @@ def text_command(
 
     Examples:
 
+      llmbuilder generate text -p "Once upon a time"      (the built-in demo model)
+
       llmbuilder generate text -m run/model.pt -t run/tokenizer -p "Once upon a time" --greedy --max-tokens 40
 
       echo "The little fox" | llmbuilder generate text -m run/ --temperature 0.7 --seed 7
@@ -222,8 +235,10 @@ def text_command(
             prompt = _read_stdin_prompt()
         elif prompt is None:
             raise UsageError("no prompt given", hint="pass --prompt TEXT, pipe text on stdin, or use --interactive")
-    if model is None:
-        raise UsageError("no model given", hint="pass --model PATH (llmbuilder's model.pt or its run directory)")
+    if demo.is_demo_request(model):
+        api.resolve_model_arg(model, tokenizer)  # a stray --tokenizer or a missing demo fails before the note
+        if not quiet:
+            show_demo_notice_once()
 
     loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
 

@@ -44,6 +44,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def id_to_token(self, token_id: int) -> str: ...  # the raw piece/token string, for display
+
 
 class SentencePieceTokenizer:
     kind = "sentencepiece"
@@ -68,6 +70,9 @@ class SentencePieceTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode(list(ids))
+
+    def id_to_token(self, token_id: int) -> str:
+        return str(self._sp.id_to_piece(int(token_id)))
 
 
 class HFTokenizer:
@@ -111,6 +116,9 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id)) or ""
 
 
 def _first_line(exc: BaseException) -> str:

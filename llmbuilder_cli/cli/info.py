@@ -1,0 +1,99 @@
+"""``llmbuilder info [MODEL]``: what a model file is, printed as aligned lines or as JSON (``--json``).
+
+The description is the requested output, so it goes to stdout. With no MODEL it describes the built-in
+demo model. Nothing is generated; the checkpoint is read and validated as it would be for generation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n:,} ({n / scale:.2f}{unit})"
+    return f"{n:,}"
+
+
+def format_info(d: dict[str, Any]) -> str:
+    """The aligned, human-readable form of `llmbuilder_cli.api.model_info`'s dict."""
+    rows: list[tuple[str, str]] = []
+    if d.get("name"):
+        rows.append(("Model", f"{d['name']} (built-in)"))
+    rows += [
+        ("Path", d["path"]),
+        ("Format", d["format"]),
+        (
+            "Architecture",
+            f"{d['architecture']}: {d['layers']} layers, {d['heads']} heads, width {d['embedding_dim']}"
+            + (", tied output head" if d["tied_output_head"] else ""),
+        ),
+        ("Parameters", _count(d["parameters"])),
+        ("Context", f"{d['context_length']:,} tokens"),
+        ("Vocabulary", f"{d['vocab_size']:,}"),
+        ("Weights", f"{d['stored_dtype']} in the file, run in float32"),
+        ("File size", _size(d["file_size"])),
+        ("SHA-256", d["sha256"]),
+    ]
+    tok = d["tokenizer"]
+    if tok.get("found"):
+        eos = ", ".join(f"{e['token']} (id {e['id']})" for e in tok["eos"]) or "none"
+        rows.append(("Tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, EOS {eos}"))
+        rows.append(("", tok["path"]))
+    else:
+        rows.append(("Tokenizer", "not found"))
+    if tok.get("note"):
+        rows.append(("", f"note: {tok['note']}"))
+    demo = d.get("demo")
+    if demo and demo.get("heldout_loss") is not None:
+        rows.append(
+            (
+                "Training",
+                f"held-out loss {demo['heldout_loss']}, perplexity {demo['heldout_perplexity']} "
+                f"after {demo['tokens_seen']:,} tokens ({demo['trained_by']})",
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)
+
+
+def info_command(
+    model: Annotated[
+        Optional[str],
+        typer.Argument(help="Model file or run directory. Default: the built-in demo model ('demo').", show_default=False),
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str],
+        typer.Option("--tokenizer", "-t", help="Tokenizer directory or file. Default: tokenizer/ beside the model."),
+    ] = None,
+    num_heads: Annotated[
+        Optional[int],
+        typer.Option("--num-heads", help="Attention heads, only for old checkpoints that do not record them.", min=1),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of aligned lines.")] = False,
+) -> int:
+    """Show what a model file is: architecture, parameters, context, vocabulary, format, size, sha256.
+
+    Examples:
+
+      llmbuilder info                 (the built-in demo model)
+
+      llmbuilder info run/model.pt --json
+    """
+    from .. import api
+
+    d = api.model_info(model, tokenizer, num_heads=num_heads)
+    sys.stdout.write((json.dumps(d, indent=2) if as_json else format_info(d)) + "\n")
+    return 0

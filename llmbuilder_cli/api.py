@@ -140,6 +140,23 @@ def model_info(
     return out
 
 
+def model_identity(loaded: "LoadedModel") -> dict[str, Any]:
+    """Which model a loaded handle is (``name`` is ``"demo"`` for the built-in demo): path, format,
+    architecture, parameters, context length, vocabulary, stored dtype, sha256, tokenizer, device."""
+    from . import demo
+
+    ident = loaded.identity()
+    name = demo.DEMO_NAME if Path(ident["path"]).parent == demo.demo_dir() else None
+    return {"name": name, **ident}
+
+
+def generation_record(
+    result: GenerationResult, config: GenerationConfig, model: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON object ``--json`` prints: the generation, the effective config and the model identity."""
+    return {**result.to_dict(), "config": config.to_dict(), "model": model}
+
+
 def load_model(
     model_path: str | os.PathLike[str] | None = None,
     tokenizer_path: str | os.PathLike[str] | None = None,

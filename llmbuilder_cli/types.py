@@ -91,6 +91,19 @@ class GenerationResult:
         """What llmbuilder's generator returns: the decoded prompt followed by the continuation."""
         return self.prompt_text + self.text
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the generation part of ``--json`` output)."""
+        return {
+            "prompt": self.prompt,
+            "prompt_text": self.prompt_text,
+            "text": self.text,
+            "full_text": self.full_text,
+            "prompt_token_ids": list(self.prompt_ids),
+            "token_ids": list(self.token_ids),
+            "finish_reason": self.finish_reason.value,
+            "stats": self.stats.to_dict(),
+        }
+
 
 def footer_text(chunk: StreamChunk, block_size: int | None = None) -> str:
     """The one-line summary printed on stderr after a generation (from its last chunk)."""

@@ -23,6 +23,7 @@ P_MODEL = "Model"
 P_PROMPT = "Prompt and output"
 P_SAMPLING = "Sampling"
 P_LENGTH = "Length and stopping"
+P_OUTPUT = "Machine output"
 P_MODES = "Modes"
 
 
@@ -170,6 +171,30 @@ def text_command(
     ignore_eos: Annotated[
         Optional[bool], typer.Option("--ignore-eos", help=FIELD_HELP["ignore_eos"], rich_help_panel=P_LENGTH)
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object instead of text: prompt, text, token ids, finish reason, stats, "
+            "effective config and model identity (see README).",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = False,
+    as_jsonl: Annotated[
+        bool,
+        typer.Option(
+            "--jsonl", help="Print one compact JSON line per prompt (the same object as --json).", rich_help_panel=P_OUTPUT
+        ),
+    ] = False,
+    prompts_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prompts-file",
+            help="Batch: one prompt per line, or JSON lines with \"prompt\", optional \"id\" and per-prompt settings; "
+            "'-' reads stdin. Needs --jsonl; every line is checked before the first generation.",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = None,
     interactive: Annotated[
         bool,
         typer.Option(
@@ -209,6 +234,15 @@ def text_command(
         raise UsageError("--setup needs a terminal (stdin and stdout are not a TTY)", hint="pass the options as flags")
     if interactive and prompt is not None:
         raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
+    if as_json and as_jsonl:
+        raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
+    if interactive and (as_json or as_jsonl):
+        raise UsageError("--interactive prints text, not JSON", hint="leave out --json/--jsonl, or --interactive")
+    if prompts_file is not None:
+        if not as_jsonl:
+            raise UsageError("--prompts-file needs --jsonl (one JSON line per prompt)", hint="add --jsonl")
+        if prompt is not None or interactive:
+            raise UsageError("--prompts-file cannot be combined with --prompt or --interactive", hint="choose one")
 
     config = api.merge_config(
         None,
@@ -230,7 +264,13 @@ def text_command(
         },
     )
 
-    if not interactive:
+    specs = None
+    if prompts_file is not None:
+        from ..batch import read_prompts_file
+
+        stdin_text = _read_stdin_prompt() if prompts_file == "-" else None
+        specs = read_prompts_file(prompts_file, config, stdin_text)  # all lines checked before loading
+    elif not interactive:
         if prompt == "-" or (prompt is None and not _stdin_is_terminal()):
             prompt = _read_stdin_prompt()
         elif prompt is None:
@@ -244,6 +284,15 @@ def text_command(
 
     if interactive:
         return api.interactive_cli(loaded, config=config)
+    if specs is not None:
+        from .machine import run_batch
+
+        return run_batch(loaded, specs, quiet=quiet)
+    if as_json or as_jsonl:
+        from .machine import run_single
+
+        assert prompt is not None
+        return run_single(loaded, prompt, config, lines=as_jsonl, quiet=quiet)
 
     assert prompt is not None
     stream = api.stream_text(loaded, prompt=prompt, config=config)

@@ -109,6 +109,22 @@ class LoadedModel:
     def block_size(self) -> int:
         return self.model.config.block_size
 
+    def identity(self) -> dict[str, Any]:
+        """Which model produced a text: JSON-ready, with the file's sha256 (computed once)."""
+        cfg = self.info.config
+        return {
+            "path": str(self.info.path),
+            "format": self.info.format,
+            "architecture": self.info.architecture,
+            "parameters": self.info.num_parameters,
+            "context_length": cfg.block_size,
+            "vocab_size": cfg.vocab_size,
+            "stored_dtype": self.info.stored_dtype,
+            "sha256": self.info.sha256(),
+            "tokenizer": {"kind": self.tokenizer.kind, "path": str(Path(self.tokenizer.path).resolve())},
+            "device": str(self.device),
+        }
+
 
 # ---------------------------------------------------------------------------------------------- device
 def resolve_device(spec: str | None = "auto") -> torch.device:

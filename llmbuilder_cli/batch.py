@@ -1,0 +1,99 @@
+"""Prompt files for batch runs (``--prompts-file FILE --jsonl``): parsed and validated before any work.
+
+One prompt per line. A line that starts with ``{`` is a JSON object: ``"prompt"`` (required), an optional
+``"id"`` (any JSON value, echoed in the output) and any `GenerationConfig` field as a per-prompt override,
+e.g. ``{"id": "q1", "prompt": "Once upon a time", "temperature": 0.2, "max_new_tokens": 40}``.
+Other lines are prompts as written; ``\\n`` and ``\\\\`` escapes are not interpreted (use JSON for
+multi-line prompts). Blank lines are skipped. Every line is checked first, so a typo on line 900 fails
+the run before line 1 is generated. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import GenerationConfig
+from .errors import ConfigError, UsageError
+
+__all__ = ["PromptSpec", "parse_prompts", "read_prompts_file"]
+
+_META_KEYS = ("prompt", "id")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    line: int  # 1-based line number in the file
+    prompt: str
+    config: GenerationConfig  # the run's config with this line's overrides applied
+    id: Any = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _bad(line: int, what: str, hint: str) -> UsageError:
+    return UsageError(f"prompts file line {line}: {what}", hint=hint)
+
+
+def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise _bad(n, f"invalid JSON ({exc.msg} at column {exc.colno})",
+                   "fix the JSON, or write a plain-text prompt that does not start with '{'") from None
+    if not isinstance(obj, dict):
+        raise _bad(n, "a JSON line must be an object", 'write {"prompt": "..."}')
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or prompt == "":
+        raise _bad(n, 'needs a non-empty string "prompt"', 'write {"prompt": "..."}')
+    fields = GenerationConfig.field_names()
+    unknown = [k for k in obj if k not in fields and k not in _META_KEYS]
+    if unknown:
+        from difflib import get_close_matches
+
+        close = get_close_matches(unknown[0], (*fields, *_META_KEYS), n=1)
+        raise _bad(n, f"unknown key {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                   f"keys are prompt, id and the settings {', '.join(fields)}")
+    overrides = {k: v for k, v in obj.items() if k in fields}
+    if "stop" in overrides and isinstance(overrides["stop"], list):
+        overrides["stop"] = tuple(overrides["stop"])
+    try:
+        config = base.replace(**overrides) if overrides else base
+    except ConfigError as exc:
+        raise _bad(n, exc.message, exc.hint or "fix the value on that line") from None
+    return PromptSpec(line=n, prompt=prompt, config=config, id=obj.get("id"), overrides=overrides)
+
+
+def parse_prompts(text: str, base: GenerationConfig) -> list[PromptSpec]:
+    """Every prompt in ``text`` (the file's content), validated against ``base``."""
+    specs: list[PromptSpec] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            specs.append(_parse_object(n, line, base))
+        else:
+            specs.append(PromptSpec(line=n, prompt=line, config=base))
+    if not specs:
+        raise UsageError("the prompts file has no prompts", hint="write one prompt per line")
+    return specs
+
+
+def read_prompts_file(path: str, base: GenerationConfig, stdin_text: str | None = None) -> list[PromptSpec]:
+    """Read ``path`` (``-`` = the given standard-input text) as UTF-8 and parse it."""
+    if path == "-":
+        return parse_prompts(stdin_text or "", base)
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"prompts file not found: {p}", hint="check the --prompts-file path") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read prompts file {p}: {exc.strerror}", hint="check the --prompts-file path") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"prompts file {p} is not valid UTF-8 (byte {exc.start})", hint="save it as UTF-8") from None
+    return parse_prompts(text, base)

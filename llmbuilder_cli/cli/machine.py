@@ -1,0 +1,81 @@
+"""Machine-readable output: ``--json`` (one object), ``--jsonl`` (one line per prompt) and batch runs
+from ``--prompts-file``. stdout carries only JSON; the summary line and errors go to stderr.
+
+Each object is `llmbuilder_cli.api.generation_record`: the generation (prompt, text, token ids, finish
+reason, stats), the effective config and the model identity (with sha256). Batch lines also carry
+``line`` (the prompt's line in the file) and ``id`` when the line gave one. Lines are written and
+flushed as each prompt finishes, so a CI log shows progress and a crash keeps finished results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import EXIT_INTERRUPTED, EXIT_OK
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..batch import PromptSpec
+    from ..config import GenerationConfig
+    from ..engine.loading import LoadedModel
+    from ..types import GenerationResult
+
+
+def _run_one(loaded: "LoadedModel", prompt: str, config: "GenerationConfig") -> tuple["GenerationResult", bool]:
+    """Generate to the end; on Ctrl-C return what was made so far, marked cancelled."""
+    from .. import api
+
+    stream = api.stream_text(loaded, prompt=prompt, config=config)
+    try:
+        for _ in stream:
+            pass
+    except KeyboardInterrupt:
+        stream.cancel()
+        return stream.result(), True
+    return stream.result(), False
+
+
+def _write(out: TextIO, obj: dict[str, Any], *, indent: int | None) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+    out.flush()
+
+
+def run_single(loaded: "LoadedModel", prompt: str, config: "GenerationConfig", *, lines: bool, quiet: bool) -> int:
+    """``--json`` (indented object) or ``--jsonl`` (one compact line) for one prompt; the usual footer
+    goes to stderr unless ``quiet``."""
+    from .. import api
+    from ..types import StreamChunk, footer_text
+
+    result, cancelled = _run_one(loaded, prompt, config)
+    result.stats.load_s = loaded.load_s
+    _write(sys.stdout, api.generation_record(result, config, api.model_identity(loaded)), indent=None if lines else 2)
+    if not quiet:
+        last = StreamChunk("", None, -1, finish_reason=result.finish_reason, stats=result.stats)
+        sys.stderr.write(footer_text(last, loaded.block_size) + "\n")
+    return EXIT_INTERRUPTED if cancelled else EXIT_OK
+
+
+def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool) -> int:
+    """Every prompt of a prompts file, one JSON line each, in file order."""
+    from .. import api
+
+    model = api.model_identity(loaded)
+    t0 = time.perf_counter()
+    tokens = 0
+    for done, spec in enumerate(specs):
+        result, cancelled = _run_one(loaded, spec.prompt, spec.config)
+        if done == 0:
+            result.stats.load_s = loaded.load_s  # the load is charged to the first prompt
+        record = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
+        record.update(api.generation_record(result, spec.config, model))
+        _write(sys.stdout, record, indent=None)
+        tokens += result.stats.new_tokens
+        if cancelled:
+            sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts (line {spec.line} cancelled).\n")
+            return EXIT_INTERRUPTED
+    if not quiet:
+        seconds = time.perf_counter() - t0
+        sys.stderr.write(f"[{len(specs)} prompts · {tokens} tokens · {seconds:.1f} s]\n")
+    return EXIT_OK

@@ -16,6 +16,7 @@ from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..types import StreamChunk, footer_text
+from .display_mode import use_live_display
 
 _D = GenerationConfig()  # the defaults, shown in --help
 
@@ -40,6 +41,38 @@ def _read_stdin_prompt() -> str:
     elif text.endswith("\n"):
         text = text[:-1]
     return text
+
+
+def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
+    """Stream into the live display (a terminal on both streams); footer on stderr after it closes."""
+    from rich.console import Console
+
+    from .display import LiveView, PanelInfo
+
+    console = Console(file=sys.stdout)
+    info = PanelInfo(
+        model=label, config=stream.config, seed=stream.stats.seed, processors=tuple(stream.processors), block_size=block
+    )
+    last: StreamChunk | None = None
+    code = EXIT_OK
+    with LiveView(console, info) as view:
+        try:
+            if echo:
+                view.feed(stream.prompt_text, style="bold")
+            for chunk in stream:
+                view.feed(chunk.text)
+                view.tick(len(stream.token_ids), stream.context_used)
+                last = chunk
+        except KeyboardInterrupt:
+            last = stream.cancel()
+            view.feed(last.text)
+            code = EXIT_INTERRUPTED
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if last is not None:
+        sys.stderr.write(footer_text(last, block) + "\n")
+        sys.stderr.flush()
+    return code
 
 
 def show_demo_notice_once() -> None:
@@ -116,6 +149,15 @@ def text_command(
             rich_help_panel=P_PROMPT,
         ),
     ] = True,
+    plain: Annotated[
+        bool,
+        typer.Option(
+            "--plain",
+            help="Bare text even on a terminal: no live panel, spinner or colour (automatic when piped, "
+            "with NO_COLOR or TERM=dumb).",
+            rich_help_panel=P_PROMPT,
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No stats footer or notes on stderr.", rich_help_panel=P_PROMPT)
     ] = False,
@@ -280,7 +322,14 @@ def text_command(
         if not quiet:
             show_demo_notice_once()
 
-    loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
+    live = specs is None and not (as_json or as_jsonl or interactive) and use_live_display(plain=plain, quiet=quiet)
+    if live:
+        from rich.console import Console
+
+        with Console(stderr=True).status("Loading the model…", spinner="dots"):
+            loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
+    else:
+        loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
 
     if interactive:
         return api.interactive_cli(loaded, config=config)
@@ -302,6 +351,9 @@ def text_command(
             f"note: the prompt has {len(stream.prompt_ids)} tokens but the model's context is {block}; "
             f"it sees only the last {block} (sliding window)\n"
         )
+    if live:
+        label = demo.DEMO_NAME if demo.is_demo_request(model) else f"{loaded.info.path.parent.name}/{loaded.info.path.name}"
+        return _run_live(stream, label, block, echo=echo)
     out = sys.stdout
     last: StreamChunk | None = None
     code = EXIT_OK

@@ -219,11 +219,13 @@ def stream_text(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    top_logprobs: int = 0,
 ) -> "TextStream":
     """Start a generation and return its stream: iterate it for `StreamChunk`s as tokens are produced.
 
     The chunks' texts join to the continuation (without the prompt); the last chunk carries the
-    finish reason (``eos`` | ``stop`` | ``length``) and the stats.
+    finish reason (``eos`` | ``stop`` | ``length``) and the stats. ``top_logprobs=N`` (1–100) adds to
+    each chunk a `TokenProbs`: the token's probability and the N most likely tokens after each stage.
     """
     cfg = merge_config(
         config,
@@ -241,7 +243,7 @@ def stream_text(
     loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads)
     from .engine.generate import TextStream
 
-    return TextStream(loaded, prompt, cfg, load_s=load_s)
+    return TextStream(loaded, prompt, cfg, load_s=load_s, top_logprobs=top_logprobs)
 
 
 def generate(
@@ -262,8 +264,10 @@ def generate(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    top_logprobs: int = 0,
 ) -> GenerationResult:
-    """Generate and return a `GenerationResult` (text, token ids, finish reason, stats)."""
+    """Generate and return a `GenerationResult` (text, token ids, finish reason, stats, and with
+    ``top_logprobs=N`` the per-token probabilities in ``token_probs``)."""
     return stream_text(
         model_path,
         tokenizer_path,
@@ -281,6 +285,7 @@ def generate(
         ignore_eos=ignore_eos,
         device=device,
         num_heads=num_heads,
+        top_logprobs=top_logprobs,
     ).result()
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["FinishReason", "GenerationStats", "StreamChunk", "GenerationResult", "footer_text"]
+__all__ = ["FinishReason", "GenerationStats", "TokenProbs", "StreamChunk", "GenerationResult", "footer_text"]
 
 
 class FinishReason(str, Enum):
@@ -60,6 +60,35 @@ class GenerationStats:
 
 
 @dataclass
+class TokenProbs:
+    """How one token was chosen (``--top-logprobs``): its probability in the final distribution and
+    the most likely tokens after each stage (``raw`` logits, then each active processor in order)."""
+
+    token_id: int
+    token: str  # the token decoded on its own (may be part of a character or word)
+    prob: float  # probability of the chosen token after all processors
+    stages: list[tuple[str, list[tuple[int, str, float]]]]  # (stage, [(id, text, prob), ...])
+
+    @property
+    def logprob(self) -> float:
+        import math
+
+        return math.log(self.prob) if self.prob > 0 else float("-inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "token": self.token,
+            "prob": self.prob,
+            "logprob": self.logprob if self.prob > 0 else None,
+            "stages": [
+                {"stage": name, "top": [{"token_id": i, "token": t, "prob": p} for i, t, p in top]}
+                for name, top in self.stages
+            ],
+        }
+
+
+@dataclass
 class StreamChunk:
     """A piece of generated text.
 
@@ -72,6 +101,7 @@ class StreamChunk:
     index: int  # 0-based index of the new token this chunk belongs to (-1 for a final flush)
     finish_reason: FinishReason | None = None
     stats: GenerationStats | None = None
+    probs: TokenProbs | None = None  # only with top_logprobs > 0
 
 
 @dataclass
@@ -85,6 +115,7 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)  # new ids (including a final EOS id)
     finish_reason: FinishReason = FinishReason.LENGTH
     stats: GenerationStats = field(default_factory=GenerationStats)
+    token_probs: list[TokenProbs] = field(default_factory=list)  # one per new token, with top_logprobs > 0
 
     @property
     def full_text(self) -> str:
@@ -102,6 +133,7 @@ class GenerationResult:
             "token_ids": list(self.token_ids),
             "finish_reason": self.finish_reason.value,
             "stats": self.stats.to_dict(),
+            **({"token_probs": [t.to_dict() for t in self.token_probs]} if self.token_probs else {}),
         }
 
 

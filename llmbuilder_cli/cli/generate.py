@@ -69,6 +69,10 @@ def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
             code = EXIT_INTERRUPTED
     sys.stdout.write("\n")
     sys.stdout.flush()
+    if stream.token_probs:
+        from .probs_view import print_probs_table
+
+        print_probs_table(stream.token_probs, sys.stderr)
     if last is not None:
         sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()
@@ -213,6 +217,25 @@ def text_command(
     ignore_eos: Annotated[
         Optional[bool], typer.Option("--ignore-eos", help=FIELD_HELP["ignore_eos"], rich_help_panel=P_LENGTH)
     ] = None,
+    show_probs: Annotated[
+        bool,
+        typer.Option(
+            "--show-probs",
+            help="After the text, show each token's probability and the top alternatives after every sampling "
+            "stage (stderr; a table on a terminal).",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = False,
+    top_logprobs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--top-logprobs",
+            help="Alternatives per stage for --show-probs (default 5); with --json/--jsonl adds token_probs.",
+            rich_help_panel=P_OUTPUT,
+            min=1,
+            max=100,
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -280,6 +303,9 @@ def text_command(
         raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
     if interactive and (as_json or as_jsonl):
         raise UsageError("--interactive prints text, not JSON", hint="leave out --json/--jsonl, or --interactive")
+    n_probs = top_logprobs or (5 if show_probs else 0)
+    if n_probs and interactive:
+        raise UsageError("--show-probs and --top-logprobs work with one-shot generation", hint="leave out --interactive")
     if prompts_file is not None:
         if not as_jsonl:
             raise UsageError("--prompts-file needs --jsonl (one JSON line per prompt)", hint="add --jsonl")
@@ -336,15 +362,15 @@ def text_command(
     if specs is not None:
         from .machine import run_batch
 
-        return run_batch(loaded, specs, quiet=quiet)
+        return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs)
     if as_json or as_jsonl:
         from .machine import run_single
 
         assert prompt is not None
-        return run_single(loaded, prompt, config, lines=as_jsonl, quiet=quiet)
+        return run_single(loaded, prompt, config, lines=as_jsonl, quiet=quiet, top_logprobs=n_probs)
 
     assert prompt is not None
-    stream = api.stream_text(loaded, prompt=prompt, config=config)
+    stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
     block = loaded.block_size
     if not quiet and len(stream.prompt_ids) > block:
         sys.stderr.write(
@@ -373,6 +399,10 @@ def text_command(
         code = EXIT_INTERRUPTED
     out.write("\n")
     out.flush()
+    if stream.token_probs:  # asked for explicitly, so shown even with --quiet
+        from .probs_view import format_probs_plain
+
+        sys.stderr.write(format_probs_plain(stream.token_probs) + "\n")
     if not quiet and last is not None:
         sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()

@@ -23,11 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..types import GenerationResult
 
 
-def _run_one(loaded: "LoadedModel", prompt: str, config: "GenerationConfig") -> tuple["GenerationResult", bool]:
+def _run_one(
+    loaded: "LoadedModel", prompt: str, config: "GenerationConfig", top_logprobs: int
+) -> tuple["GenerationResult", bool]:
     """Generate to the end; on Ctrl-C return what was made so far, marked cancelled."""
     from .. import api
 
-    stream = api.stream_text(loaded, prompt=prompt, config=config)
+    stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=top_logprobs)
     try:
         for _ in stream:
             pass
@@ -42,13 +44,15 @@ def _write(out: TextIO, obj: dict[str, Any], *, indent: int | None) -> None:
     out.flush()
 
 
-def run_single(loaded: "LoadedModel", prompt: str, config: "GenerationConfig", *, lines: bool, quiet: bool) -> int:
+def run_single(
+    loaded: "LoadedModel", prompt: str, config: "GenerationConfig", *, lines: bool, quiet: bool, top_logprobs: int = 0
+) -> int:
     """``--json`` (indented object) or ``--jsonl`` (one compact line) for one prompt; the usual footer
     goes to stderr unless ``quiet``."""
     from .. import api
     from ..types import StreamChunk, footer_text
 
-    result, cancelled = _run_one(loaded, prompt, config)
+    result, cancelled = _run_one(loaded, prompt, config, top_logprobs)
     result.stats.load_s = loaded.load_s
     _write(sys.stdout, api.generation_record(result, config, api.model_identity(loaded)), indent=None if lines else 2)
     if not quiet:
@@ -57,7 +61,7 @@ def run_single(loaded: "LoadedModel", prompt: str, config: "GenerationConfig", *
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
 
 
-def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool) -> int:
+def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool, top_logprobs: int = 0) -> int:
     """Every prompt of a prompts file, one JSON line each, in file order."""
     from .. import api
 
@@ -65,7 +69,7 @@ def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool) 
     t0 = time.perf_counter()
     tokens = 0
     for done, spec in enumerate(specs):
-        result, cancelled = _run_one(loaded, spec.prompt, spec.config)
+        result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs)
         if done == 0:
             result.stats.load_s = loaded.load_s  # the load is charged to the first prompt
         record = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}

@@ -21,10 +21,10 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import GenerationError, UsageError
-from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk
+from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
 from .loading import LoadedModel
 from .models.llmbuilder_gpt import LLMBuilderGPT
-from .sampling import SamplingContext, apply_processors, build_processors, select
+from .sampling import SamplingContext, apply_processors, build_processors, probabilities, select
 from .tokenizer import StreamDecoder
 
 __all__ = ["TokenGenerator", "StopMatcher", "TextStream", "new_seed"]
@@ -49,6 +49,7 @@ class TokenGenerator:
         eos_ids: Sequence[int] = (),
         vocab_limit: int | None = None,
         generator: torch.Generator | None = None,
+        trace_top: int = 0,
     ) -> None:
         if not prompt_ids:
             raise UsageError("the prompt is empty", hint="give some text to continue")
@@ -59,6 +60,8 @@ class TokenGenerator:
         self.generator = generator
         self.processors = build_processors(config, eos_ids=tuple(eos_ids), vocab_limit=vocab_limit)
         self.window_slides = 0  # steps that ran on the cropped P-token window
+        self.trace_top = trace_top  # > 0: record the top tokens after each stage (see last_trace)
+        self.last_trace: tuple[float, list[tuple[str, list[tuple[int, float]]]]] | None = None
         self._cache = None
         self._cached = 0  # how many leading tokens of self.seq are in the cache
         with torch.inference_mode():
@@ -84,8 +87,21 @@ class TokenGenerator:
 
     @torch.inference_mode()
     def _pick(self, logits: torch.Tensor) -> int:
-        logits = apply_processors(logits, self.processors, self._ctx)
-        token = select(logits, self.config.greedy, self.generator)
+        if not self.trace_top:
+            logits = apply_processors(logits, self.processors, self._ctx)
+            token = select(logits, self.config.greedy, self.generator)
+        else:
+            stages: list[tuple[str, list[tuple[int, float]]]] = []
+            n = min(self.trace_top, logits.shape[-1])
+
+            def observe(stage: str, z: torch.Tensor) -> None:
+                top = torch.topk(probabilities(z), n)  # values, indices: (n,)
+                kept = [(int(i), float(v)) for v, i in zip(top.values, top.indices) if float(v) > 0.0]
+                stages.append((stage, kept))  # tokens a filter removed (probability 0) are not listed
+
+            logits = apply_processors(logits, self.processors, self._ctx, observe)
+            token = select(logits, self.config.greedy, self.generator)
+            self.last_trace = (float(probabilities(logits)[token]), stages)
         self._ctx.add(token)
         return token
 
@@ -130,7 +146,9 @@ class StopMatcher:
 class TextStream:
     """One generation as a stream of text chunks. Iterate it once."""
 
-    def __init__(self, loaded: LoadedModel, prompt: str, config: GenerationConfig, *, load_s: float = 0.0) -> None:
+    def __init__(
+        self, loaded: LoadedModel, prompt: str, config: GenerationConfig, *, load_s: float = 0.0, top_logprobs: int = 0
+    ) -> None:
         if not isinstance(prompt, str):
             raise UsageError(f"the prompt must be text, not {type(prompt).__name__}", hint="pass a string")
         tok = loaded.tokenizer
@@ -154,8 +172,13 @@ class TextStream:
             generator = torch.Generator(device=model.device)
             generator.manual_seed(seed)
         vocab_limit = tok.vocab_size if tok.vocab_size < model.config.vocab_size else None
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 100:
+            raise UsageError(f"top_logprobs must be a whole number from 0 to 100 (got {top_logprobs!r})",
+                             hint="use 5 for a readable view, 0 to turn it off")
+        self.token_probs: list[TokenProbs] = []
         self._tokens = TokenGenerator(
-            model, self.prompt_ids, config, eos_ids=tok.eos_ids, vocab_limit=vocab_limit, generator=generator
+            model, self.prompt_ids, config, eos_ids=tok.eos_ids, vocab_limit=vocab_limit, generator=generator,
+            trace_top=top_logprobs,
         )
         self._decoder = StreamDecoder(tok, self.prompt_ids)
         self._stop = StopMatcher(config.stop) if config.stop else None
@@ -200,6 +223,7 @@ class TextStream:
                     self._t_first = time.perf_counter()
                     self.stats.time_to_first_token_s = self.stats.prefill_s = self._t_first - self._t0
                 self.token_ids.append(token)
+                probs = self._token_probs(token)
                 if token in eos_ids:
                     self.finish_reason = FinishReason.EOS
                     break
@@ -208,16 +232,17 @@ class TextStream:
                     piece, stopped = self._stop.feed(piece)
                     if stopped:
                         self.finish_reason = FinishReason.STOP
-                        yield self._finish(self._emit(piece), token, index)
+                        yield self._finish(self._emit(piece), token, index, probs)
                         return
-                yield StreamChunk(self._emit(piece), token, index)
+                yield StreamChunk(self._emit(piece), token, index, probs=probs)
         except RuntimeError as exc:  # device errors, out of memory
             raise GenerationError(f"generation failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                                   hint="try --device cpu or a shorter --max-tokens") from exc
         if self.finish_reason is None:
             self.finish_reason = FinishReason.LENGTH
         last = self.token_ids[-1] if self.token_ids else None
-        yield self._finish(self._emit(self._tail()), last, len(self.token_ids) - 1)
+        last_probs = self.token_probs[-1] if self.token_probs and self.finish_reason is FinishReason.EOS else None
+        yield self._finish(self._emit(self._tail()), last, len(self.token_ids) - 1, last_probs)
 
     def _tail(self) -> str:
         tail = self._decoder.flush()
@@ -229,14 +254,29 @@ class TextStream:
             return piece
         return piece + self._stop.flush()
 
-    def _finish(self, text: str, token: int | None, index: int) -> StreamChunk:
+    def _token_probs(self, token: int) -> TokenProbs | None:
+        trace = self._tokens.last_trace
+        if trace is None:
+            return None
+        decode = self.loaded.tokenizer.decode
+        prob, stages = trace
+        tp = TokenProbs(
+            token_id=token,
+            token=decode([token]),
+            prob=prob,
+            stages=[(name, [(i, decode([i]), p) for i, p in top]) for name, top in stages],
+        )
+        self.token_probs.append(tp)
+        return tp
+
+    def _finish(self, text: str, token: int | None, index: int, probs: TokenProbs | None = None) -> StreamChunk:
         now = time.perf_counter()
         st = self.stats
         st.new_tokens = len(self.token_ids)
         st.total_s = now - self._t0 if self._t0 else 0.0
         st.decode_s = now - self._t_first if self._t_first else 0.0
         st.window_slides = self._tokens.window_slides
-        return StreamChunk(text, token, index, finish_reason=self.finish_reason, stats=st)
+        return StreamChunk(text, token, index, finish_reason=self.finish_reason, stats=st, probs=probs)
 
     def cancel(self) -> StreamChunk:
         """End an interrupted stream: flush what was held back and report ``cancelled``."""
@@ -257,4 +297,5 @@ class TextStream:
             token_ids=list(self.token_ids),
             finish_reason=self.finish_reason or FinishReason.CANCELLED,
             stats=self.stats,
+            token_probs=list(self.token_probs),
         )

@@ -17,7 +17,7 @@ Formulas follow llmbuilder 2.0.0 exactly (see the format reference, §4.3):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -161,9 +161,20 @@ def build_processors(
     return procs
 
 
-def apply_processors(logits: torch.Tensor, procs: Sequence[Processor], ctx: SamplingContext) -> torch.Tensor:
+def apply_processors(
+    logits: torch.Tensor,
+    procs: Sequence[Processor],
+    ctx: SamplingContext,
+    observe: Callable[[str, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Run the processors in order. ``observe(stage, logits)``, if given, sees the raw logits (stage
+    ``"raw"``) and the result of every processor (stage = its name): the ``--top-logprobs`` view."""
+    if observe is not None:
+        observe("raw", logits)
     for proc in procs:
         logits = proc(logits, ctx)
+        if observe is not None:
+            observe(proc.name, logits)
     return logits
 
 

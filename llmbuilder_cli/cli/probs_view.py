@@ -1,0 +1,55 @@
+"""``--show-probs`` / ``--top-logprobs N``: how each token was chosen, printed after the text on stderr.
+
+For every generated token: its probability in the final distribution, and the N most likely tokens after
+each stage (the raw logits, then each active processor in order), so one can see what temperature,
+top-k or top-p did. A rich table on a terminal; plain aligned text otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Sequence
+
+from ..types import TokenProbs
+
+__all__ = ["token_label", "format_probs_plain", "print_probs_table"]
+
+
+def token_label(text: str) -> str:
+    """A token's text made visible: quoted, with newlines, tabs and other controls escaped."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _cell(top: Sequence[tuple[int, str, float]]) -> list[str]:
+    return [f"{token_label(t)} {p:.4f}" for _, t, p in top]
+
+
+def format_probs_plain(token_probs: Sequence[TokenProbs]) -> str:
+    """One block per token: ``#i "tok" p=…`` then one line per stage with its top alternatives."""
+    out: list[str] = []
+    for i, tp in enumerate(token_probs):
+        out.append(f"#{i} {token_label(tp.token)} p={tp.prob:.4f}")
+        width = max((len(name) for name, _ in tp.stages), default=0)
+        for name, top in tp.stages:
+            out.append(f"   {name:<{width}}  " + "  ".join(_cell(top)))
+    return "\n".join(out)
+
+
+def print_probs_table(token_probs: Sequence[TokenProbs], file: IO[str]) -> None:
+    """The same information as a rich table (one row per token, one column per stage)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not token_probs:
+        return
+    stages = [name for name, _ in token_probs[0].stages]
+    table = Table(title="How each token was chosen", title_justify="left", show_lines=True)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("token", style="bold")
+    table.add_column("p", justify="right")
+    for name in stages:
+        table.add_column(f"top after {name}" if name != "raw" else "top, raw logits")
+    for i, tp in enumerate(token_probs):
+        cells = {name: "\n".join(_cell(top)) for name, top in tp.stages}
+        table.add_row(str(i), token_label(tp.token), f"{tp.prob:.4f}", *(cells.get(n, "") for n in stages))
+    Console(file=file).print(table)

@@ -109,3 +109,29 @@ def test_parse_prompts_rules():
             continue
         with pytest.raises(UsageError, match=fragment):
             parse_prompts(text, base)
+
+
+def test_ctrl_c_in_a_batch_writes_the_cancelled_line_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import cli_cmd, cli_env
+
+    f = tmp_path / "p.txt"
+    f.write_text('{"prompt": "once", "max_new_tokens": 2}\n' + "once upon a time\n" * 3, encoding="utf-8")
+    proc = subprocess.Popen(
+        cli_cmd(*BASE, "--prompts-file", str(f), "--jsonl", "--ignore-eos", "--max-tokens", "1000000", "--seed", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True,
+    )  # fmt: skip
+    first = json.loads(proc.stdout.readline())  # the short first prompt finished: the second is running
+    assert first["line"] == 1 and first["finish_reason"] == "length"
+    time.sleep(1.0)  # well into the long second prompt
+    os.kill(proc.pid, signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    (second,) = [json.loads(x) for x in rest.splitlines()]
+    assert second["line"] == 2 and second["finish_reason"] == "cancelled"
+    assert second["stats"]["new_tokens"] == len(second["token_ids"]) > 0
+    assert "Interrupted after 1 of 4 prompts" in err and "Traceback" not in err

@@ -69,7 +69,11 @@ def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool, 
     t0 = time.perf_counter()
     tokens = 0
     for done, spec in enumerate(specs):
-        result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs)
+        try:
+            result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs)
+        except KeyboardInterrupt:  # between prompts, before this one produced anything
+            sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts.\n")
+            return EXIT_INTERRUPTED
         if done == 0:
             result.stats.load_s = loaded.load_s  # the load is charged to the first prompt
         record = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}

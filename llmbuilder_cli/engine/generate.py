@@ -23,7 +23,7 @@ from ..config import GenerationConfig
 from ..errors import GenerationError, UsageError
 from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
 from .loading import LoadedModel
-from .models.llmbuilder_gpt import LLMBuilderGPT
+from .models.llmbuilder_gpt import KVCache, LLMBuilderGPT
 from .sampling import SamplingContext, apply_processors, build_processors, probabilities, select
 from .tokenizer import StreamDecoder
 
@@ -50,6 +50,8 @@ class TokenGenerator:
         vocab_limit: int | None = None,
         generator: torch.Generator | None = None,
         trace_top: int = 0,
+        cache: KVCache | None = None,
+        cached: int = 0,
     ) -> None:
         if not prompt_ids:
             raise UsageError("the prompt is empty", hint="give some text to continue")
@@ -62,8 +64,14 @@ class TokenGenerator:
         self.window_slides = 0  # steps that ran on the cropped P-token window
         self.trace_top = trace_top  # > 0: record the top tokens after each stage (see last_trace)
         self.last_trace: tuple[float, list[tuple[str, list[tuple[int, float]]]]] | None = None
-        self._cache = None
-        self._cached = 0  # how many leading tokens of self.seq are in the cache
+        # A cache may be handed in (a chat keeps one across turns): it must hold the keys and values of
+        # prompt_ids[:cached] at positions 0..cached-1 and have room for the whole block.
+        if cache is not None and cache.max_len < min(len(self.seq) + config.max_new_tokens - 1, model.config.block_size):
+            raise ValueError("the given cache is too small for this generation")
+        if not 0 <= cached <= (len(self.seq) - 1 if cache is not None else 0):
+            raise ValueError(f"cached={cached} must leave at least one prompt token to run")
+        self._cache = cache
+        self._cached = cached  # how many leading tokens of self.seq are in the cache
         with torch.inference_mode():
             self._ctx = SamplingContext(model.config.vocab_size, model.device, self.seq)
 
@@ -104,6 +112,15 @@ class TokenGenerator:
             self.last_trace = (float(probabilities(logits)[token]), stages)
         self._ctx.add(token)
         return token
+
+    @property
+    def cache(self) -> KVCache | None:
+        return self._cache
+
+    @property
+    def cached(self) -> int:
+        """Leading tokens of ``seq`` whose keys and values are in ``cache`` (valid for reuse)."""
+        return self._cached
 
     def __iter__(self) -> Iterator[int]:
         for _ in range(self.config.max_new_tokens):
@@ -147,15 +164,26 @@ class TextStream:
     """One generation as a stream of text chunks. Iterate it once."""
 
     def __init__(
-        self, loaded: LoadedModel, prompt: str, config: GenerationConfig, *, load_s: float = 0.0, top_logprobs: int = 0
+        self,
+        loaded: LoadedModel,
+        prompt: str,
+        config: GenerationConfig,
+        *,
+        load_s: float = 0.0,
+        top_logprobs: int = 0,
+        prompt_ids: Sequence[int] | None = None,
+        cache: KVCache | None = None,
+        cached: int = 0,
     ) -> None:
+        """``prompt_ids`` replaces encoding ``prompt`` (a chat builds its context from token segments);
+        ``cache``/``cached`` reuse keys and values already computed for ``prompt_ids[:cached]``."""
         if not isinstance(prompt, str):
             raise UsageError(f"the prompt must be text, not {type(prompt).__name__}", hint="pass a string")
         tok = loaded.tokenizer
         self.loaded = loaded
         self.prompt = prompt
         self.config = config
-        self.prompt_ids: list[int] = tok.encode(prompt)
+        self.prompt_ids: list[int] = list(prompt_ids) if prompt_ids is not None else tok.encode(prompt)
         if not self.prompt_ids:
             raise UsageError(
                 "the prompt is empty" + (" after tokenization" if prompt.strip() else ""),
@@ -178,7 +206,7 @@ class TextStream:
         self.token_probs: list[TokenProbs] = []
         self._tokens = TokenGenerator(
             model, self.prompt_ids, config, eos_ids=tok.eos_ids, vocab_limit=vocab_limit, generator=generator,
-            trace_top=top_logprobs,
+            trace_top=top_logprobs, cache=cache, cached=cached,
         )
         self._decoder = StreamDecoder(tok, self.prompt_ids)
         self._stop = StopMatcher(config.stop) if config.stop else None
@@ -193,6 +221,11 @@ class TextStream:
         self._t0 = 0.0
         self._t_first = 0.0
         self._started = False
+
+    @property
+    def tokens(self) -> TokenGenerator:
+        """The underlying token generator (its ``seq``, ``cache`` and ``cached`` let a chat reuse work)."""
+        return self._tokens
 
     @property
     def processors(self) -> list[str]:

@@ -347,43 +347,42 @@ def interactive_cli(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    system: str = "",
     input_stream: TextIO | None = None,
     output_stream: TextIO | None = None,
     error_stream: TextIO | None = None,
 ) -> int:
-    """A prompt loop: each line read is continued by the model and the continuation is printed.
+    """A multi-turn chat: each line read is a message; the reply is printed and both join the context.
 
-    Each prompt is independent (as in llmbuilder 2.0.0). Commands: ``/help``, ``/settings``,
-    ``/set KEY VALUE`` (validated like every other setting), ``/reset``, ``/exit``. Ends at end of
-    input or ``/exit``, returning 0. Streams default to the process's stdin/stdout/stderr.
+    The KV cache is reused across turns; when the context would overflow, the oldest exchanges are
+    dropped (``system`` text stays) and a note says so. Commands: ``/help``, ``/params``, ``/set KEY
+    VALUE``, ``/seed``, ``/reset``, ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``,
+    ``/load``, ``/stats``, ``/exit``. Ends at end of input or ``/exit``, returning 0. Streams default to
+    the process's stdin/stdout/stderr.
     """
-    from .chat import run_prompt_loop
+    from .chat import run_chat
+    from .engine.conversation import Conversation
 
-    cfg = merge_config(
-        config,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        do_sample=do_sample,
-        seed=seed,
-        stop=stop,
-        ignore_eos=ignore_eos,
-    )
+    given = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "do_sample": do_sample,
+        "seed": seed,
+        "stop": stop,
+        "ignore_eos": ignore_eos,
+    }
+    cfg = merge_config(config, **given)
     loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads)
-
-    def stream(prompt: str, c: GenerationConfig) -> "TextStream":
-        from .engine.generate import TextStream
-
-        return TextStream(loaded, prompt, c)  # iterable, and has cancel() for Ctrl-C
-
-    return run_prompt_loop(
-        stream,
+    return run_chat(
+        Conversation(loaded, system=system),
         cfg,
         input_stream=input_stream or sys.stdin,
         output_stream=output_stream or sys.stdout,
         error_stream=error_stream or sys.stderr,
+        option_fields=tuple(k for k, v in given.items() if v is not UNSET),
     )
 

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from conftest import GREEDY_CASES, MODEL_PT, TOKENIZER_DIR, cli_cmd, cli_env
+from llmbuilder_cli.config import FIELD_HELP, GenerationConfig
 
 CASE = GREEDY_CASES[0]
 BASE = ("generate", "text", "-m", str(MODEL_PT), "-t", str(TOKENIZER_DIR), "--device", "cpu")
@@ -123,13 +124,19 @@ def test_setup_without_a_terminal_refuses():
     assert_one_line_error(run(*BASE, "--setup"), 2, "needs a terminal")
 
 
-def test_interactive_with_piped_input():
+def test_interactive_with_piped_input_is_a_plain_chat(tiny_loaded):
+    from llmbuilder_cli.engine.generate import TextStream
+    from llmbuilder_cli.turns import TurnFormat
+
     p = run(*BASE, "-i", "--greedy", "--max-tokens", "8", stdin="Once upon a time\n/set max_new_tokens 3\nAt noon\n")
     assert p.returncode == 0, p.stderr
+    fmt = TurnFormat()
+    ids = tiny_loaded.tokenizer.encode(fmt.user_text("Once upon a time"))
+    first = TextStream(tiny_loaded, "x", GenerationConfig(do_sample=False, max_new_tokens=8, stop=fmt.stops),
+                       prompt_ids=ids).result().text
     lines = p.stdout.splitlines()
-    assert lines[0] == CASE["text"][len("once upon a time"):][: len(lines[0])]
-    assert len(lines) == 2
-    assert "max_new_tokens = 3" in p.stderr
+    assert len(lines) == 2 and lines[0] == first
+    assert p.stderr == "max_new_tokens = 3  (" + FIELD_HELP["max_new_tokens"] + ")\n"  # no banner or prompts when piped
 
 
 def test_version_and_help():

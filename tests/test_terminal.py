@@ -32,16 +32,29 @@ def test_ctrl_c_stops_generation_keeps_text_and_exits_130():
     assert "Traceback" not in child.before
 
 
-def test_interactive_loop_in_a_terminal():
+def test_chat_in_a_terminal(tmp_path):
     child = spawn("-i", "--greedy", "--max-tokens", "12")
-    child.expect("Interactive mode")
+    child.expect("Chat: type a message")
     child.expect(">>> ")
     child.sendline("Once upon a time")
-    child.expect(", there was a tired frog")
-    child.expect(r"\[12 tokens · finish: length")
+    child.expect(r"\[\d+ tokens · finish: \w+ .*\[context (\d+)/128\]")
+    used_after_one = int(child.match.group(1))
+    child.expect(">>> ")
+    child.sendline("the owl")  # the second turn is answered with the first one in context
+    child.expect(r"\[context (\d+)/128\]")
+    assert int(child.match.group(1)) > used_after_one
     child.expect(">>> ")
     child.sendline("/set temperature -3")
     child.expect("Error: temperature must be")
+    child.expect(">>> ")
+    child.sendline(f"/save {tmp_path / 'chat.json'}")
+    child.expect("saved 2 exchanges")
+    child.expect(">>> ")
+    child.sendline("/clear")
+    child.expect("conversation cleared")
+    child.expect(">>> ")
+    child.sendline(f"/load {tmp_path / 'chat.json'}")
+    child.expect("loaded 2 exchanges")
     child.expect(">>> ")
     child.sendline("/sett")
     child.expect("did you mean /set")
@@ -50,6 +63,27 @@ def test_interactive_loop_in_a_terminal():
     child.expect("Ctrl-D")
     child.expect(">>> ")
     child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_chat_ctrl_c_mid_reply_then_another_turn():
+    child = spawn("-i", "--max-tokens", "1000000", "--ignore-eos", "--seed", "1")
+    child.expect(">>> ")
+    child.sendline("Once upon a time")
+    child.expect("Once upon a time\r\n")  # the terminal's echo of the message
+    child.expect(r"\w+ \w+ \w+")  # the reply is streaming
+    child.sendintr()
+    child.expect(r"\[cancelled — not added to the conversation")
+    child.expect(">>> ")
+    child.sendline("/set max_new_tokens 5")
+    child.expect(">>> ")
+    child.sendline("the owl")
+    child.expect(r"\[5 tokens · finish: length")
+    child.expect(r"\[context \d+/128\]")
+    child.expect(">>> ")
+    child.sendline("/exit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

@@ -77,6 +77,16 @@ class Conversation:
         self._pending = None
         return self.turns.pop() if self.turns else None
 
+    def load_turns(self, pairs: list[tuple[str, str]]) -> None:
+        """Replace the history with (user, reply) pairs, e.g. from a saved transcript."""
+        enc = self.loaded.tokenizer.encode
+        self._pending = None
+        self.turns = [
+            Turn(user=u, reply=r, user_ids=enc(self.format.user_text(u)),
+                 reply_ids=enc(r.rstrip() + self.format.end) if r.strip() else [])
+            for u, r in pairs
+        ]  # fmt: skip
+
     # -- replies ---------------------------------------------------------------------------------
     def _fit(self, user_ids: list[int], max_new_tokens: int) -> int:
         """Drop oldest turns until the next reply fits the context; how many were dropped."""

@@ -159,3 +159,10 @@ def test_python_dash_m_and_console_script_agree():
         pytest.skip("console script not on PATH")
     p = subprocess.run([exe, "--version"], capture_output=True, text=True, env=cli_env())
     assert p.returncode == 0 and p.stdout == run("--version").stdout
+
+
+def test_system_text_for_the_chat():
+    p = run(*BASE, "-i", "--system", "a frog story", "--greedy", "--max-tokens", "4", stdin="hello\n/system\n")
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 1
+    assert "system text: 'a frog story'" in p.stderr
+    assert_one_line_error(run(*BASE, "--system", "x", "-p", "hi"), 2, "--system is for the chat")

@@ -265,10 +265,15 @@ def text_command(
         typer.Option(
             "--interactive",
             "-i",
-            help="Prompt loop: each line you type is continued by the model (/help inside for commands).",
+            help="Multi-turn chat: each line is a message; replies build a running context (/help inside).",
             rich_help_panel=P_MODES,
         ),
     ] = False,
+    system: Annotated[
+        Optional[str],
+        typer.Option("--system", help="System text that opens the chat's context (with --interactive).",
+                     rich_help_panel=P_MODES),
+    ] = None,
     setup: Annotated[
         bool,
         typer.Option("--setup", help="Guided setup wizard (needs a terminal; not available yet).", rich_help_panel=P_MODES),
@@ -299,6 +304,8 @@ def text_command(
         raise UsageError("--setup needs a terminal (stdin and stdout are not a TTY)", hint="pass the options as flags")
     if interactive and prompt is not None:
         raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
+    if system is not None and not interactive:
+        raise UsageError("--system is for the chat", hint="add --interactive, or put the text in --prompt")
     if as_json and as_jsonl:
         raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
     if interactive and (as_json or as_jsonl):
@@ -358,7 +365,7 @@ def text_command(
         loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
 
     if interactive:
-        return api.interactive_cli(loaded, config=config)
+        return api.interactive_cli(loaded, config=config, system=system or "")
     if specs is not None:
         from .machine import run_batch
 

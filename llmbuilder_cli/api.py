@@ -377,6 +377,12 @@ def interactive_cli(
     }
     cfg = merge_config(config, **given)
     loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads)
+    read_line = None
+    if input_stream is None and _is_terminal(sys.stdin) and _is_terminal(sys.stderr):
+        from .chat import COMMANDS
+        from .line_editor import terminal_reader
+
+        read_line = terminal_reader(COMMANDS)  # line editing, history, tab completion
     return run_chat(
         Conversation(loaded, system=system),
         cfg,
@@ -384,5 +390,13 @@ def interactive_cli(
         output_stream=output_stream or sys.stdout,
         error_stream=error_stream or sys.stderr,
         option_fields=tuple(k for k, v in given.items() if v is not UNSET),
+        read_line=read_line,
     )
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 

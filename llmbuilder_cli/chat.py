@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Callable, Protocol, TextIO
 
 from .config import FIELD_HELP, GenerationConfig, parse_field_value
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
@@ -131,12 +131,24 @@ def run_chat(
     error_stream: TextIO,
     show_prompt: bool | None = None,
     option_fields: tuple[str, ...] = (),
+    read_line: Callable[[str], str | None] | None = None,
 ) -> int:
     """Run until end of input or /exit; returns the exit code (0).
 
-    ``option_fields``: settings given on the command line (shown as such by /params)."""
+    ``option_fields``: settings given on the command line (shown as such by /params). ``read_line``:
+    reads one line given its prompt text (None at end of input); by default lines come from
+    ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal."""
     if show_prompt is None:
-        show_prompt = bool(getattr(input_stream, "isatty", lambda: False)())
+        show_prompt = read_line is not None or bool(getattr(input_stream, "isatty", lambda: False)())
+
+    def next_line(prompt: str) -> str | None:
+        if read_line is not None:
+            return read_line(prompt)
+        if show_prompt:
+            error_stream.write(prompt)
+            error_stream.flush()
+        line = input_stream.readline()
+        return None if line == "" else line.rstrip("\r\n")
     defaults = GenerationConfig()
     sources = {
         n: ("options" if n in option_fields or getattr(config, n) != getattr(defaults, n) else "default")
@@ -150,21 +162,15 @@ def run_chat(
         error_stream.flush()
 
     def read_message() -> str | None:
-        line = input_stream.readline()
-        if line == "":
-            return None
-        line = line.rstrip("\r\n")
-        if line.strip() != '"""':
+        line = next_line(">>> ")
+        if line is None or line.strip() != '"""':
             return line
         lines: list[str] = []
         while True:
-            if show_prompt:
-                error_stream.write("... ")
-                error_stream.flush()
-            more = input_stream.readline()
-            if more == "" or more.rstrip("\r\n").strip() == '"""':
+            more = next_line("... ")
+            if more is None or more.strip() == '"""':
                 return "\n".join(lines)
-            lines.append(more.rstrip("\r\n"))
+            lines.append(more)
 
     def reply(user_text: str) -> None:
         state.cancelled_user = None
@@ -310,9 +316,6 @@ def run_chat(
     if show_prompt:
         say("Chat: type a message and press Enter. /help for commands, /exit or Ctrl-D to leave.")
     while True:
-        if show_prompt:
-            error_stream.write(">>> ")
-            error_stream.flush()
         try:
             message = read_message()
         except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -15,7 +16,9 @@ BASE = [sys.executable, "-m", "llmbuilder_cli", "generate", "text", "-m", str(MO
 
 
 def spawn(*args: str):
-    child = pexpect.spawn(BASE[0], BASE[1:] + list(args), env=cli_env(), encoding="utf-8", timeout=60,
+    env = cli_env()
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # pexpect does not answer cursor-position requests
+    child = pexpect.spawn(BASE[0], BASE[1:] + list(args), env=env, encoding="utf-8", timeout=60,
                           dimensions=(40, 120))
     return child
 
@@ -35,33 +38,33 @@ def test_ctrl_c_stops_generation_keeps_text_and_exits_130():
 def test_chat_in_a_terminal(tmp_path):
     child = spawn("-i", "--greedy", "--max-tokens", "12")
     child.expect("Chat: type a message")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("Once upon a time")
     child.expect(r"\[\d+ tokens · finish: \w+ .*\[context (\d+)/128\]")
     used_after_one = int(child.match.group(1))
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("the owl")  # the second turn is answered with the first one in context
     child.expect(r"\[context (\d+)/128\]")
     assert int(child.match.group(1)) > used_after_one
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("/set temperature -3")
     child.expect("Error: temperature must be")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline(f"/save {tmp_path / 'chat.json'}")
     child.expect("saved 2 exchanges")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("/clear")
     child.expect("conversation cleared")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline(f"/load {tmp_path / 'chat.json'}")
     child.expect("loaded 2 exchanges")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("/sett")
     child.expect("did you mean /set")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendintr()  # Ctrl-C at the prompt explains how to leave
     child.expect("Ctrl-D")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()
@@ -70,20 +73,44 @@ def test_chat_in_a_terminal(tmp_path):
 
 def test_chat_ctrl_c_mid_reply_then_another_turn():
     child = spawn("-i", "--max-tokens", "1000000", "--ignore-eos", "--seed", "1")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("Once upon a time")
-    child.expect("Once upon a time\r\n")  # the terminal's echo of the message
-    child.expect(r"\w+ \w+ \w+")  # the reply is streaming
+    time.sleep(1.5)  # the line editor has handed the terminal back; the long reply is streaming
     child.sendintr()
     child.expect(r"\[cancelled — not added to the conversation")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("/set max_new_tokens 5")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("the owl")
     child.expect(r"\[5 tokens · finish: length")
     child.expect(r"\[context \d+/128\]")
-    child.expect(">>> ")
+    child.expect(">>>")
     child.sendline("/exit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_chat_line_editor_keeps_history_and_completes_commands(tmp_path):
+    env = cli_env()
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    env["LLMBUILDER_HOME"] = str(tmp_path)
+    child = pexpect.spawn(BASE[0], BASE[1:] + ["-i", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
+                          timeout=60, dimensions=(40, 120))
+    child.expect(">>>")
+    child.send("/hel\t")  # Tab completes /help (asynchronously: give it a moment)
+    time.sleep(0.7)
+    child.send("\r")
+    time.sleep(0.3)
+    child.send("\r")  # a second Enter in case the first only closed the completion menu (empty lines are ignored)
+    child.expect("list the commands|show this help")
+    child.expect(">>>")
+    child.sendline("Once upon a time")
+    child.expect(r"\[context \d+/128\]")
+    child.expect(">>>")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    history = (tmp_path / "chat_history").read_text(encoding="utf-8")
+    assert "+Once upon a time" in history and "+/help" in history

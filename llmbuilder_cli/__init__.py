@@ -19,6 +19,7 @@ from .api import (
 )
 from .config import GenerationConfig
 from .errors import ConfigError, LLMBuilderError, ModelLoadError, TokenizerError, UsageError
+from .turns import TurnFormat
 from .types import FinishReason, GenerationResult, GenerationStats, StreamChunk
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "model_info",
     "interactive_cli",
     "clear_model_cache",
+    "TurnFormat",
     "FinishReason",
     "GenerationResult",
     "GenerationStats",

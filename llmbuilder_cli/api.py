@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, Union
+from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
 
 from .config import GenerationConfig
 from .types import GenerationResult
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .turns import TurnFormat
     from .engine.generate import TextStream
     from .engine.loading import LoadedModel
 
@@ -348,9 +349,11 @@ def interactive_cli(
     device: str | None = "auto",
     num_heads: int | None = None,
     system: str = "",
+    turn_format: "TurnFormat | None" = None,
     input_stream: TextIO | None = None,
     output_stream: TextIO | None = None,
     error_stream: TextIO | None = None,
+    render_reply: Callable[[Any], Any] | None = None,
 ) -> int:
     """A multi-turn chat: each line read is a message; the reply is printed and both join the context.
 
@@ -358,7 +361,9 @@ def interactive_cli(
     dropped (``system`` text stays) and a note says so. Commands: ``/help``, ``/params``, ``/set KEY
     VALUE``, ``/seed``, ``/reset``, ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``,
     ``/load``, ``/stats``, ``/exit``. Ends at end of input or ``/exit``, returning 0. Streams default to
-    the process's stdin/stdout/stderr.
+    the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
+    plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
+    how turns are written into the context; the default is ``User: …`` / ``Assistant:`` lines.
     """
     from .chat import run_chat
     from .engine.conversation import Conversation
@@ -384,13 +389,14 @@ def interactive_cli(
 
         read_line = terminal_reader(COMMANDS)  # line editing, history, tab completion
     return run_chat(
-        Conversation(loaded, system=system),
+        Conversation(loaded, turn_format, system=system),
         cfg,
         input_stream=input_stream or sys.stdin,
         output_stream=output_stream or sys.stdout,
         error_stream=error_stream or sys.stderr,
         option_fields=tuple(k for k, v in given.items() if v is not UNSET),
         read_line=read_line,
+        render_reply=render_reply,
     )
 
 

@@ -132,12 +132,15 @@ def run_chat(
     show_prompt: bool | None = None,
     option_fields: tuple[str, ...] = (),
     read_line: Callable[[str], str | None] | None = None,
+    render_reply: Callable[[Any], tuple[StreamChunk | None, bool]] | None = None,
 ) -> int:
     """Run until end of input or /exit; returns the exit code (0).
 
     ``option_fields``: settings given on the command line (shown as such by /params). ``read_line``:
     reads one line given its prompt text (None at end of input); by default lines come from
-    ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal."""
+    ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal.
+    ``render_reply(stream) -> (last chunk, cancelled)``: shows a reply (the CLI's live panel); by default
+    it is written plainly to ``output_stream``. It handles Ctrl-C itself by cancelling the stream."""
     if show_prompt is None:
         show_prompt = read_line is not None or bool(getattr(input_stream, "isatty", lambda: False)())
 
@@ -172,6 +175,22 @@ def run_chat(
                 return "\n".join(lines)
             lines.append(more)
 
+    def stream_plain(stream: Any) -> tuple[StreamChunk | None, bool]:
+        """Write the reply as it streams → (last chunk, whether Ctrl-C cancelled it)."""
+        last: StreamChunk | None = None
+        try:
+            for chunk in stream:
+                if chunk.text:
+                    output_stream.write(chunk.text)
+                    output_stream.flush()
+                last = chunk
+        except KeyboardInterrupt:
+            last = stream.cancel()
+            if last.text:
+                output_stream.write(last.text)
+            return last, True
+        return last, False
+
     def reply(user_text: str) -> None:
         state.cancelled_user = None
         try:
@@ -186,29 +205,19 @@ def run_chat(
         if dropped:
             say(f"(context full: dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''}; "
                 f"the system text is kept)")
-        last: StreamChunk | None = None
         try:
-            for chunk in stream:
-                if chunk.text:
-                    output_stream.write(chunk.text)
-                    output_stream.flush()
-                last = chunk
-        except KeyboardInterrupt:
-            last = stream.cancel()
-            if last.text:
-                output_stream.write(last.text)
-            output_stream.write("\n")
-            output_stream.flush()
-            state.cancelled_user = user_text
-            state.last_stats = last.stats
-            say("[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
-            return
+            last, cancelled = (render_reply or stream_plain)(stream)
         except LLMBuilderError as exc:
             conv.discard()
             say(f"\nError: {exc.one_line()}")
             return
         output_stream.write("\n")
         output_stream.flush()
+        if cancelled:
+            state.cancelled_user = user_text
+            state.last_stats = last.stats if last is not None else None
+            say("[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
+            return
         conv.accept()
         if last is not None:
             state.last_stats = last.stats

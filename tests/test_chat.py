@@ -139,3 +139,16 @@ def test_ctrl_c_mid_reply_keeps_the_text_out_of_the_context_until_keep():
     assert err.count("[cancelled") == 2 and "partial reply added" in err
     assert conv.turns == ["again"]  # only the kept one; the first cancelled reply never joined
     assert conv.started == ["hello", "again"]
+
+
+def test_interactive_cli_with_a_custom_turn_format(tiny_loaded):
+    from llmbuilder_cli import TurnFormat, interactive_cli
+
+    fmt = TurnFormat(user="Q: {text}\n", assistant="A:", stops=("\nQ:",))
+    out, err = io.StringIO(), io.StringIO()
+    code = interactive_cli(tiny_loaded, turn_format=fmt, do_sample=False, max_new_tokens=6,
+                           input_stream=io.StringIO("once upon a time\n"), output_stream=out, error_stream=err)
+    ids = tiny_loaded.tokenizer.encode(fmt.user_text("once upon a time"))
+    expected = TextStream(tiny_loaded, "x", GenerationConfig(do_sample=False, max_new_tokens=6, stop=fmt.stops),
+                          prompt_ids=ids).result().text
+    assert code == 0 and out.getvalue() == expected + "\n"

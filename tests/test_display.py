@@ -158,3 +158,23 @@ def test_ctrl_c_in_the_live_display_keeps_text_and_exits_130(tmp_path):
     assert "Traceback" not in joined
     assert re.search(r"\[\d+ tokens · finish: cancelled", joined)
     assert "Once upon a time" in joined
+
+
+def test_chat_replies_use_the_live_panel(tmp_path):
+    env = _terminal_env(tmp_path)
+    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
+    child = pexpect.spawn(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--seed", "5",
+                                           "--max-tokens", "120", "--ignore-eos"],
+                          env=env, encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
+    child.logfile_read = io.StringIO()
+    child.expect(">>>")
+    child.sendline("Once upon a time")
+    child.expect(r"\[context \d+/256\]")
+    child.expect(">>>")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    plain = _plain(child.logfile_read.getvalue())
+    assert "╭─ llmbuilder ─" in plain and "demo · sample · temperature 0.8" in plain
+    assert re.search(r"\[120 tokens · finish: length", " ".join(_screen_transcript(child.logfile_read.getvalue())))

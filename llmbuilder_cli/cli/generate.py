@@ -43,19 +43,18 @@ def _read_stdin_prompt() -> str:
     return text
 
 
-def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
-    """Stream into the live display (a terminal on both streams); footer on stderr after it closes."""
+def live_render(stream, label: str, block: int, *, echo: bool) -> "tuple[StreamChunk | None, bool]":
+    """Stream into the live display → (last chunk, whether Ctrl-C cancelled it). The text ends without a
+    newline; the caller finishes the line."""
     from rich.console import Console
 
     from .display import LiveView, PanelInfo
 
-    console = Console(file=sys.stdout)
     info = PanelInfo(
         model=label, config=stream.config, seed=stream.stats.seed, processors=tuple(stream.processors), block_size=block
     )
     last: StreamChunk | None = None
-    code = EXIT_OK
-    with LiveView(console, info) as view:
+    with LiveView(Console(file=sys.stdout), info) as view:
         try:
             if echo:
                 view.feed(stream.prompt_text, style="bold")
@@ -66,7 +65,13 @@ def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
         except KeyboardInterrupt:
             last = stream.cancel()
             view.feed(last.text)
-            code = EXIT_INTERRUPTED
+            return last, True
+    return last, False
+
+
+def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
+    """One-shot generation in the live display (a terminal on both streams); footer on stderr after it."""
+    last, cancelled = live_render(stream, label, block, echo=echo)
     sys.stdout.write("\n")
     sys.stdout.flush()
     if stream.token_probs:
@@ -76,7 +81,7 @@ def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
     if last is not None:
         sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()
-    return code
+    return EXIT_INTERRUPTED if cancelled else EXIT_OK
 
 
 def show_demo_notice_once() -> None:
@@ -365,7 +370,15 @@ def text_command(
         loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
 
     if interactive:
-        return api.interactive_cli(loaded, config=config, system=system or "")
+        render = None
+        if use_live_display(plain=plain, quiet=quiet) and _stdin_is_terminal():
+            label = demo.DEMO_NAME if demo.is_demo_request(model) else f"{loaded.info.path.parent.name}/{loaded.info.path.name}"
+            block = loaded.block_size
+
+            def render(stream):  # each reply in the live panel, as one-shot generation
+                return live_render(stream, label, block, echo=False)
+
+        return api.interactive_cli(loaded, config=config, system=system or "", render_reply=render)
     if specs is not None:
         from .machine import run_batch
 

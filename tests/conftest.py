@@ -27,6 +27,21 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def default_sigint() -> None:
+    """preexec_fn for children that get Ctrl-C: a test run started in the background (where SIGINT is
+    ignored and the ignore is inherited) must not make the child deaf to it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def spawn_pty(command: str, args: list[str], **kwargs):
+    """pexpect.spawn with SIGINT restored in the child (see default_sigint)."""
+    import pexpect
+
+    return pexpect.spawn(command, args, preexec_fn=default_sigint, **kwargs)
+
+
 def cli_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "llmbuilder_cli", *args]
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from conftest import cli_cmd, cli_env
+from conftest import cli_cmd, cli_env, spawn_pty
 from llmbuilder_cli.cli.display import LiveView, PanelInfo
 from llmbuilder_cli.cli.display_mode import use_live_display
 from llmbuilder_cli.config import GenerationConfig
@@ -108,7 +108,7 @@ def _expected(tmp_path, *args: str) -> dict:
 
 
 def _spawn(tmp_path, *args: str):
-    child = pexpect.spawn(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", *args], env=_terminal_env(tmp_path),
+    child = spawn_pty(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", *args], env=_terminal_env(tmp_path),
                           encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
     child.logfile_read = io.StringIO()  # everything the terminal received
     return child
@@ -163,7 +163,7 @@ def test_ctrl_c_in_the_live_display_keeps_text_and_exits_130(tmp_path):
 def test_chat_replies_use_the_live_panel(tmp_path):
     env = _terminal_env(tmp_path)
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    child = pexpect.spawn(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--seed", "5",
+    child = spawn_pty(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--seed", "5",
                                            "--max-tokens", "120", "--ignore-eos"],
                           env=env, encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
     child.logfile_read = io.StringIO()

@@ -117,13 +117,13 @@ def test_ctrl_c_in_a_batch_writes_the_cancelled_line_and_exits_130(tmp_path):
     import subprocess
     import time
 
-    from conftest import cli_cmd, cli_env
+    from conftest import cli_cmd, cli_env, default_sigint
 
     f = tmp_path / "p.txt"
     f.write_text('{"prompt": "once", "max_new_tokens": 2}\n' + "once upon a time\n" * 3, encoding="utf-8")
     proc = subprocess.Popen(
         cli_cmd(*BASE, "--prompts-file", str(f), "--jsonl", "--ignore-eos", "--max-tokens", "1000000", "--seed", "1"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     first = json.loads(proc.stdout.readline())  # the short first prompt finished: the second is running
     assert first["line"] == 1 and first["finish_reason"] == "length"

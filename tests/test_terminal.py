@@ -9,7 +9,7 @@ import pytest
 
 pexpect = pytest.importorskip("pexpect")
 
-from conftest import MODEL_PT, TOKENIZER_DIR, cli_env  # noqa: E402
+from conftest import MODEL_PT, TOKENIZER_DIR, cli_env, spawn_pty  # noqa: E402
 
 BASE = [sys.executable, "-m", "llmbuilder_cli", "generate", "text", "-m", str(MODEL_PT), "-t", str(TOKENIZER_DIR),
         "--device", "cpu"]
@@ -18,7 +18,7 @@ BASE = [sys.executable, "-m", "llmbuilder_cli", "generate", "text", "-m", str(MO
 def spawn(*args: str):
     env = cli_env()
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # pexpect does not answer cursor-position requests
-    child = pexpect.spawn(BASE[0], BASE[1:] + list(args), env=env, encoding="utf-8", timeout=60,
+    child = spawn_pty(BASE[0], BASE[1:] + list(args), env=env, encoding="utf-8", timeout=60,
                           dimensions=(40, 120))
     return child
 
@@ -95,7 +95,7 @@ def test_chat_line_editor_keeps_history_and_completes_commands(tmp_path):
     env = cli_env()
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"
     env["LLMBUILDER_HOME"] = str(tmp_path)
-    child = pexpect.spawn(BASE[0], BASE[1:] + ["-i", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
+    child = spawn_pty(BASE[0], BASE[1:] + ["-i", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
                           timeout=60, dimensions=(40, 120))
     child.expect(">>>")
     child.send("/hel\t")  # Tab completes /help (asynchronously: give it a moment)

@@ -22,7 +22,7 @@ from .config import FIELD_HELP, GenerationConfig, parse_field_value
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
 from .types import GenerationStats, StreamChunk, footer_text
 
-__all__ = ["COMMANDS", "ChatState", "run_chat", "save_transcript", "load_transcript"]
+__all__ = ["COMMANDS", "ChatState", "run_chat", "write_stream", "save_transcript", "load_transcript"]
 
 COMMANDS = {
     "/help": "show this help",
@@ -122,6 +122,24 @@ def load_transcript(path: Path) -> tuple[str, GenerationConfig, list[tuple[str, 
 
 
 # ------------------------------------------------------------------------------------------------ loop
+def write_stream(stream: Any, out: TextIO) -> tuple[StreamChunk | None, bool]:
+    """Write a stream's text to ``out`` as it comes → (last chunk, whether Ctrl-C cancelled it).
+    On Ctrl-C the stream is cancelled and the text it still held back is written too."""
+    last: StreamChunk | None = None
+    try:
+        for chunk in stream:
+            if chunk.text:
+                out.write(chunk.text)
+                out.flush()
+            last = chunk
+    except KeyboardInterrupt:
+        last = stream.cancel()
+        if last.text:
+            out.write(last.text)
+        return last, True
+    return last, False
+
+
 def run_chat(
     conv: ConversationLike,
     config: GenerationConfig,
@@ -175,22 +193,6 @@ def run_chat(
                 return "\n".join(lines)
             lines.append(more)
 
-    def stream_plain(stream: Any) -> tuple[StreamChunk | None, bool]:
-        """Write the reply as it streams → (last chunk, whether Ctrl-C cancelled it)."""
-        last: StreamChunk | None = None
-        try:
-            for chunk in stream:
-                if chunk.text:
-                    output_stream.write(chunk.text)
-                    output_stream.flush()
-                last = chunk
-        except KeyboardInterrupt:
-            last = stream.cancel()
-            if last.text:
-                output_stream.write(last.text)
-            return last, True
-        return last, False
-
     def reply(user_text: str) -> None:
         state.cancelled_user = None
         try:
@@ -206,7 +208,7 @@ def run_chat(
             say(f"(context full: dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''}; "
                 f"the system text is kept)")
         try:
-            last, cancelled = (render_reply or stream_plain)(stream)
+            last, cancelled = render_reply(stream) if render_reply else write_stream(stream, output_stream)
         except LLMBuilderError as exc:
             conv.discard()
             say(f"\nError: {exc.one_line()}")

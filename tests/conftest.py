@@ -35,11 +35,13 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def spawn_pty(command: str, args: list[str], **kwargs):
-    """pexpect.spawn with SIGINT restored in the child (see default_sigint)."""
+def spawn_pty(command: str, args: list[str], *, env: dict[str, str], **kwargs):
+    """pexpect.spawn with SIGINT restored in the child (see default_sigint), and prompt_toolkit told not
+    to ask for the cursor position (pexpect never answers, which would cost a timeout and a warning)."""
     import pexpect
 
-    return pexpect.spawn(command, args, preexec_fn=default_sigint, **kwargs)
+    env = {**env, "PROMPT_TOOLKIT_NO_CPR": "1"}
+    return pexpect.spawn(command, args, env=env, preexec_fn=default_sigint, **kwargs)
 
 
 def cli_cmd(*args: str) -> list[str]:

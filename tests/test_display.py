@@ -161,11 +161,9 @@ def test_ctrl_c_in_the_live_display_keeps_text_and_exits_130(tmp_path):
 
 
 def test_chat_replies_use_the_live_panel(tmp_path):
-    env = _terminal_env(tmp_path)
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
     child = spawn_pty(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--seed", "5",
                                            "--max-tokens", "120", "--ignore-eos"],
-                          env=env, encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
+                          env=_terminal_env(tmp_path), encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
     child.logfile_read = io.StringIO()
     child.expect(">>>")
     child.sendline("Once upon a time")

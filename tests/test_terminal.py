@@ -16,9 +16,7 @@ BASE = [sys.executable, "-m", "llmbuilder_cli", "generate", "text", "-m", str(MO
 
 
 def spawn(*args: str):
-    env = cli_env()
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # pexpect does not answer cursor-position requests
-    child = spawn_pty(BASE[0], BASE[1:] + list(args), env=env, encoding="utf-8", timeout=60,
+    child = spawn_pty(BASE[0], BASE[1:] + list(args), env=cli_env(), encoding="utf-8", timeout=60,
                           dimensions=(40, 120))
     return child
 
@@ -92,9 +90,7 @@ def test_chat_ctrl_c_mid_reply_then_another_turn():
 
 
 def test_chat_line_editor_keeps_history_and_completes_commands(tmp_path):
-    env = cli_env()
-    env["PROMPT_TOOLKIT_NO_CPR"] = "1"
-    env["LLMBUILDER_HOME"] = str(tmp_path)
+    env = {**cli_env(), "LLMBUILDER_HOME": str(tmp_path)}
     child = spawn_pty(BASE[0], BASE[1:] + ["-i", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
                           timeout=60, dimensions=(40, 120))
     child.expect(">>>")

@@ -43,6 +43,12 @@ def _read_stdin_prompt() -> str:
     return text
 
 
+def _model_label(model: str | None, loaded) -> str:
+    """How the panel names the model: ``demo``, or the file with its directory (``run/model.pt``)."""
+    path = loaded.info.path
+    return demo.DEMO_NAME if demo.is_demo_request(model) else f"{path.parent.name}/{path.name}"
+
+
 def live_render(stream, label: str, block: int, *, echo: bool) -> "tuple[StreamChunk | None, bool]":
     """Stream into the live display → (last chunk, whether Ctrl-C cancelled it). The text ends without a
     newline; the caller finishes the line."""
@@ -372,7 +378,7 @@ def text_command(
     if interactive:
         render = None
         if use_live_display(plain=plain, quiet=quiet) and _stdin_is_terminal():
-            label = demo.DEMO_NAME if demo.is_demo_request(model) else f"{loaded.info.path.parent.name}/{loaded.info.path.name}"
+            label = _model_label(model, loaded)
             block = loaded.block_size
 
             def render(stream):  # each reply in the live panel, as one-shot generation
@@ -398,25 +404,15 @@ def text_command(
             f"it sees only the last {block} (sliding window)\n"
         )
     if live:
-        label = demo.DEMO_NAME if demo.is_demo_request(model) else f"{loaded.info.path.parent.name}/{loaded.info.path.name}"
+        label = _model_label(model, loaded)
         return _run_live(stream, label, block, echo=echo)
+    from ..chat import write_stream
+
     out = sys.stdout
-    last: StreamChunk | None = None
-    code = EXIT_OK
-    try:
-        if echo:
-            out.write(stream.prompt_text)
-            out.flush()
-        for chunk in stream:
-            if chunk.text:
-                out.write(chunk.text)
-                out.flush()
-            last = chunk
-    except KeyboardInterrupt:
-        last = stream.cancel()
-        if last.text:
-            out.write(last.text)
-        code = EXIT_INTERRUPTED
+    if echo:
+        out.write(stream.prompt_text)
+        out.flush()
+    last, cancelled = write_stream(stream, out)
     out.write("\n")
     out.flush()
     if stream.token_probs:  # asked for explicitly, so shown even with --quiet
@@ -426,4 +422,4 @@ def text_command(
     if not quiet and last is not None:
         sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()
-    return code
+    return EXIT_INTERRUPTED if cancelled else EXIT_OK

@@ -11,11 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import TokenizerError
-from .loading import ModelInfo, default_tokenizer_path, read_checkpoint, resolve_model_file
-from .models.llmbuilder_gpt import LLMBuilderGPT
+from .loading import ModelInfo, default_tokenizer_path, head_is_tied, read_checkpoint, resolve_model_file
 from .tokenizer import load_tokenizer
 
 __all__ = ["describe"]
@@ -50,15 +47,8 @@ def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *
     """A JSON-ready description of the model at ``model_path`` and its tokenizer."""
     file = resolve_model_file(model_path)
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
-    info = ModelInfo(
-        path=file.resolve(),
-        format=fmt,
-        architecture=LLMBuilderGPT.architecture,
-        config=config,
-        file_size=file.stat().st_size,
-        stored_dtype=stored_dtype,
-    )
-    tied = torch.equal(state["lm_head.weight"], state["token_embedding.weight"])
+    info = ModelInfo.for_file(file, config, fmt, stored_dtype)
+    tied = head_is_tied(state)
     return {
         "path": str(info.path),
         "format": info.format,

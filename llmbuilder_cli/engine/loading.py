@@ -35,6 +35,7 @@ __all__ = [
     "default_tokenizer_path",
     "read_checkpoint",
     "choose_threads",
+    "head_is_tied",
     "load",
 ]
 
@@ -79,6 +80,18 @@ class ModelInfo:
     file_size: int
     stored_dtype: str  # dtype of the weights in the file (they run in float32)
     _sha256: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_file(cls, file: Path, config: GPTConfig, fmt: str, stored_dtype: str) -> "ModelInfo":
+        """The description of a checkpoint file just read by `read_checkpoint`."""
+        return cls(
+            path=file.resolve(),
+            format=fmt,
+            architecture=LLMBuilderGPT.architecture,
+            config=config,
+            file_size=file.stat().st_size,
+            stored_dtype=stored_dtype,
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -442,6 +455,12 @@ def _validated_state(state: dict[str, torch.Tensor], cfg: GPTConfig, file: Path)
     return out
 
 
+def head_is_tied(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the output head is the token embedding (llmbuilder ties them; one storage in the file)."""
+    head, emb = state["lm_head.weight"], state["token_embedding.weight"]
+    return head is emb or torch.equal(head, emb)
+
+
 def load(
     model_path: str | Path,
     tokenizer_path: str | Path | None = None,
@@ -475,19 +494,10 @@ def load(
             f"{config.vocab_size} rows",
             hint="use the tokenizer the model was trained with",
         )
-    tied = state["lm_head.weight"] is state["token_embedding.weight"] or torch.equal(
-        state["lm_head.weight"], state["token_embedding.weight"]
-    )
+    tied = head_is_tied(state)
     state = {k: v.to(dev) for k, v in state.items() if not (tied and k == "lm_head.weight")}
     if tied:
         state["lm_head.weight"] = state["token_embedding.weight"]
     model = LLMBuilderGPT(config, state)
-    info = ModelInfo(
-        path=file.resolve(),
-        format=fmt,
-        architecture=LLMBuilderGPT.architecture,
-        config=config,
-        file_size=file.stat().st_size,
-        stored_dtype=stored_dtype,
-    )
+    info = ModelInfo.for_file(file, config, fmt, stored_dtype)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0)

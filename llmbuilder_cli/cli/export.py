@@ -1,0 +1,95 @@
+"""``llmbuilder export hf MODEL --out DIR``: write an llmbuilder model as a Hugging Face GPT-2 directory.
+
+Serving engines (vLLM, TGI, transformers, conversion scripts for llama.cpp) read that layout, so a model
+trained with llmbuilder can be served by them. The work is done by ``engine/export_hf.py``, imported only
+when the command runs (``--help`` never imports torch). Progress and the list of written files go to
+stderr; stdout stays empty.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+export_app = typer.Typer(
+    help="Export a model for other tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class ExportDType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _quote(path: str) -> str:
+    safe = all(c.isalnum() or c in "/._-+:@%" for c in path)
+    return path if safe and path else "'" + path.replace("'", "'\\''") + "'"
+
+
+@export_app.command("hf")
+def hf_command(
+    model: Annotated[
+        str, typer.Argument(help="llmbuilder model file or run directory ('demo' for the built-in demo model).")
+    ],
+    out: Annotated[str, typer.Option("--out", "-o", help="Directory to write (must be new or empty).")],
+    tokenizer: Annotated[
+        Optional[str],
+        typer.Option("--tokenizer", "-t", help="Tokenizer directory or file. Default: tokenizer/ beside the model."),
+    ] = None,
+    num_heads: Annotated[
+        Optional[int],
+        typer.Option("--num-heads", help="Attention heads, only for old checkpoints that do not record them.", min=1),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not empty.")] = False,
+    dtype: Annotated[
+        ExportDType, typer.Option("--dtype", help="Stored weight type (float32 keeps the weights exact).")
+    ] = ExportDType.float32,
+) -> int:
+    """Write MODEL as a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json, ...).
+
+    The result loads with transformers' GPT2LMHeadModel and can be served by engines such as vLLM or TGI.
+    A SentencePiece tokenizer is converted to tokenizer.json with the same token ids.
+
+    Examples:
+
+      llmbuilder export hf run/model.pt --out run/hf
+
+      llmbuilder export hf demo -o demo-hf --dtype float16
+    """
+    from ..api import resolve_model_arg
+    from ..engine.export_hf import export_hf
+
+    model_path, tokenizer_path = resolve_model_arg(model, tokenizer)
+    report = export_hf(
+        model_path, tokenizer_path, out, num_heads=num_heads, overwrite=force, dtype=dtype.value
+    )
+    c = report.config
+    err = sys.stderr
+    err.write(
+        f"exported {c['architecture']}: {c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, "
+        f"context {c['n_positions']}, vocabulary {c['vocab_size']}, {c['dtype']}"
+        f"{', tied output head' if c['tie_word_embeddings'] else ''} ({report.seconds:.2f} s)\n"
+    )
+    err.write(f"tokenizer: {report.tokenizer}\n")
+    width = max(len(n) for n in report.files)
+    for name, size in report.files.items():
+        err.write(f"  {report.out_dir / name}{' ' * (width - len(name))}  {_size(size)}\n")
+    for note in report.notes:
+        err.write(f"note: {note}\n")
+    err.write(f"serve it with: vllm serve {_quote(str(report.out_dir))}\n")
+    err.flush()
+    return 0

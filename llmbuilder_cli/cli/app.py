@@ -17,6 +17,7 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
+from .export import export_app
 from .generate import text_command
 from .info import info_command
 
@@ -37,6 +38,7 @@ generate_app = typer.Typer(
 app.add_typer(generate_app, name="generate")
 generate_app.command("text")(text_command)
 app.command("info")(info_command)
+app.add_typer(export_app, name="export")
 
 
 def _version(value: bool) -> None:

@@ -354,6 +354,7 @@ def interactive_cli(
     output_stream: TextIO | None = None,
     error_stream: TextIO | None = None,
     render_reply: Callable[[Any], Any] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> int:
     """A multi-turn chat: each line read is a message; the reply is printed and both join the context.
 
@@ -364,6 +365,8 @@ def interactive_cli(
     the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
     plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
     how turns are written into the context; the default is ``User: …`` / ``Assistant:`` lines.
+    ``sources`` (setting → where it came from) is what ``/params`` shows; the CLI passes its settings'
+    provenance (flag, environment variable, profile).
     """
     from .chat import run_chat
     from .engine.conversation import Conversation
@@ -395,6 +398,7 @@ def interactive_cli(
         output_stream=output_stream or sys.stdout,
         error_stream=error_stream or sys.stderr,
         option_fields=tuple(k for k, v in given.items() if v is not UNSET),
+        sources=sources,
         read_line=read_line,
         render_reply=render_reply,
     )

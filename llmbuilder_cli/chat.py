@@ -149,12 +149,14 @@ def run_chat(
     error_stream: TextIO,
     show_prompt: bool | None = None,
     option_fields: tuple[str, ...] = (),
+    sources: dict[str, str] | None = None,
     read_line: Callable[[str], str | None] | None = None,
     render_reply: Callable[[Any], tuple[StreamChunk | None, bool]] | None = None,
 ) -> int:
     """Run until end of input or /exit; returns the exit code (0).
 
-    ``option_fields``: settings given on the command line (shown as such by /params). ``read_line``:
+    ``option_fields``: settings given on the command line (shown as such by /params); ``sources``
+    (field → where it came from, e.g. "env LLMBUILDER_TOP_K" or "profile 'x'") replaces that. ``read_line``:
     reads one line given its prompt text (None at end of input); by default lines come from
     ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal.
     ``render_reply(stream) -> (last chunk, cancelled)``: shows a reply (the CLI's live panel); by default
@@ -171,8 +173,10 @@ def run_chat(
         line = input_stream.readline()
         return None if line == "" else line.rstrip("\r\n")
     defaults = GenerationConfig()
+    given = sources or {}
     sources = {
-        n: ("options" if n in option_fields or getattr(config, n) != getattr(defaults, n) else "default")
+        n: given.get(n)
+        or ("options" if n in option_fields or getattr(config, n) != getattr(defaults, n) else "default")
         for n in GenerationConfig.field_names()
     }
     state = ChatState(config=config, initial=config, sources=dict(sources))

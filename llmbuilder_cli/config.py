@@ -24,7 +24,15 @@ from typing import Any, Iterable
 
 from .errors import ConfigError
 
-__all__ = ["GenerationConfig", "PROCESSOR_ORDER", "FIELD_HELP", "MIN_TEMPERATURE", "parse_field_value"]
+__all__ = [
+    "GenerationConfig",
+    "PROCESSOR_ORDER",
+    "FIELD_HELP",
+    "FIELD_GUIDE",
+    "TEMPERATURE_PRESETS",
+    "MIN_TEMPERATURE",
+    "parse_field_value",
+]
 
 #: The fixed order in which logits are transformed before a token is picked (llmbuilder's order,
 #: temperature first). Greedy decoding runs the first three stages then takes the argmax.
@@ -49,6 +57,58 @@ FIELD_HELP: dict[str, str] = {
     "stop": "Strings that end generation; the output is cut before the first one found.",
     "ignore_eos": "Keep generating past the end-of-sequence token until max_new_tokens.",
 }
+
+#: A paragraph per setting for the setup wizard: what it does and how it works with the others.
+FIELD_GUIDE: dict[str, str] = {
+    "temperature": (
+        "Temperature reshapes the model's choice before a token is drawn: the scores are divided by it. "
+        "Below 1 the likely tokens become more likely (focused, predictable text); above 1 the choice "
+        "flattens (surprising, and past about 1.5 often incoherent). 0.8 is the usual starting point. It "
+        "works together with top-k and top-p: temperature first reshapes the distribution, then top-k and "
+        "top-p decide which tokens may be drawn at all, so a high temperature with a tight top-p still "
+        "stays coherent."
+    ),
+    "top_k": (
+        "Top-k keeps only the k most likely tokens as candidates. A small k (10-40) keeps text on track; a "
+        "large k, or 0 (off), leaves the choice to temperature and top-p. Higher temperature and higher "
+        "top-k both widen the choice: raise one at a time and look at the output."
+    ),
+    "top_p": (
+        "Top-p (nucleus sampling) keeps the most likely tokens until their probabilities add up to p. "
+        "Unlike top-k it adapts: when the model is sure, few tokens pass; when it is unsure, many do. "
+        "0.9 is a good default; 1.0 turns it off. Top-k and top-p both apply: a token must pass both."
+    ),
+    "max_new_tokens": (
+        "The most tokens to generate. Generation stops earlier at the end-of-text token or at a stop "
+        "string. A token is roughly three quarters of an English word."
+    ),
+    "min_new_tokens": (
+        "The fewest tokens to generate: the end-of-text token is blocked until then, so the model cannot "
+        "stop after a few words. 0 lets it stop whenever it wants. It cannot exceed the maximum."
+    ),
+    "repetition_penalty": (
+        "Makes every token that already appears in the text (the prompt included) less likely. 1.0 is off; "
+        "1.1-1.3 discourages loops of the same words; much higher values make the text avoid ordinary "
+        "words like 'the'. Values below 1 encourage repeats."
+    ),
+    "seed": (
+        "The seed of the random generator used for sampling. The same seed, settings and model give the "
+        "same text again, which makes results reproducible. Leave it empty for a new random seed each "
+        "time (it is printed after the text, so a good result can be repeated)."
+    ),
+    "stop": (
+        "Text that ends the generation when it appears; the output is cut before it. Useful to stop at "
+        "the end of an answer (for example 'User:') or a paragraph. Separate several with '|'."
+    ),
+    "do_sample": (
+        "Greedy decoding always takes the most likely token: the same prompt always gives the same text, "
+        "and temperature, top-k and top-p do not matter. Sampling draws each token at random from the "
+        "shaped distribution: more varied, more natural text."
+    ),
+}
+
+#: The temperatures of the documented sampling styles (llmbuilder's conservative/balanced/creative).
+TEMPERATURE_PRESETS: dict[str, float] = {"focused": 0.3, "balanced": 0.8, "creative": 1.5}
 
 _MAX_SEED = 2**63 - 1
 

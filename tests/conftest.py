@@ -18,6 +18,17 @@ REFERENCE = json.loads((FIXTURE / "reference_outputs.json").read_text(encoding="
 GREEDY_CASES = [c for c in REFERENCE["cases"] if not c["config"]["do_sample"]]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_settings(tmp_path_factory):
+    """No test reads or writes the developer's own settings: a fresh LLMBUILDER_HOME for the run, and
+    no LLMBUILDER_* setting inherited from the environment (test-model locations are kept)."""
+    for key in [k for k in os.environ if k.startswith("LLMBUILDER_")]:
+        if not key.startswith(("LLMBUILDER_TEST", "LLMBUILDER_REQUIRE")):
+            del os.environ[key]
+    os.environ["LLMBUILDER_HOME"] = str(tmp_path_factory.mktemp("llmbuilder-home"))
+    yield
+
+
 def cli_env() -> dict[str, str]:
     """Environment for running the CLI in a subprocess (no colour, no debug, this interpreter's path)."""
     env = dict(os.environ)

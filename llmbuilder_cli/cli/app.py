@@ -17,6 +17,7 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
+from .config_cmd import config_app
 from .export import export_app
 from .generate import text_command
 from .info import info_command
@@ -39,6 +40,25 @@ app.add_typer(generate_app, name="generate")
 generate_app.command("text")(text_command)
 app.command("info")(info_command)
 app.add_typer(export_app, name="export")
+app.add_typer(config_app, name="config")
+
+
+@app.command("setup")
+def setup_command(
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", help="Start from this profile's values (and offer to update it).")
+    ] = None,
+) -> int:
+    """Guided setup: choose a model and every setting with explanations, then run and/or save a profile."""
+    from .setup import run_setup
+
+    return run_setup({}, profile, invoke)
+
+
+def invoke(argv: Sequence[str]) -> int:
+    """Run ``llmbuilder <argv>`` in this process (the wizard runs the command it built this way)."""
+    result = typer.main.get_command(app).main(args=list(argv), prog_name="llmbuilder", standalone_mode=False)
+    return result if isinstance(result, int) else 0
 
 
 def _version(value: bool) -> None:

@@ -99,6 +99,15 @@ def show_demo_notice_once() -> None:
     paths.set_state_marker(demo.NOTICE_MARKER)
 
 
+def _chat_sources(resolved) -> dict[str, str]:
+    """Where each generation setting came from, in the short words the chat's /params shows."""
+    short = {"flag": "options", "default": "default"}
+    out = {}
+    for key, src in resolved.sources.items():
+        out[key] = short.get(src, src.split(" (")[0])
+    return out
+
+
 def _stdin_is_terminal() -> bool:
     try:
         return sys.stdin is None or sys.stdin.isatty()
@@ -127,8 +136,21 @@ def text_command(
         ),
     ] = None,
     device: Annotated[
-        str, typer.Option("--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.", rich_help_panel=P_MODEL)
-    ] = "auto",
+        Optional[str],
+        typer.Option(
+            "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps. [default: auto]",
+            rich_help_panel=P_MODEL,
+        ),
+    ] = None,
+    profile: Annotated[
+        Optional[str],
+        typer.Option(
+            "--profile",
+            help="Settings profile to use (see 'llmbuilder config profiles'). Default: LLMBUILDER_PROFILE, "
+            "else the default profile. Flags and LLMBUILDER_* variables override its values.",
+            rich_help_panel=P_MODEL,
+        ),
+    ] = None,
     num_heads: Annotated[
         Optional[int],
         typer.Option(
@@ -287,7 +309,12 @@ def text_command(
     ] = None,
     setup: Annotated[
         bool,
-        typer.Option("--setup", help="Guided setup wizard (needs a terminal; not available yet).", rich_help_panel=P_MODES),
+        typer.Option(
+            "--setup",
+            help="Guided setup wizard: choose the model and every setting with explanations, see the equivalent "
+            "command, run it and/or save it as a profile (needs a terminal).",
+            rich_help_panel=P_MODES,
+        ),
     ] = False,
 ) -> int:
     """Continue a prompt with a trained model and print the text.
@@ -305,14 +332,31 @@ def text_command(
     sliding window), exactly as llmbuilder generates; the prompt is never cut from the output.
     """
     from .. import api
+    from .. import settings as st
 
+    flags = {
+        "model": model,
+        "tokenizer": tokenizer,
+        "device": device,
+        "threads": threads,
+        "system": system,
+        "max_new_tokens": max_tokens,
+        "min_new_tokens": min_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": repetition_penalty,
+        "seed": seed,
+        "stop": tuple(stop) if stop else None,
+        "ignore_eos": ignore_eos,
+        "do_sample": None if greedy is None else not greedy,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
     if setup:
-        if _stdin_is_terminal() and sys.stdout.isatty():
-            raise UsageError(
-                "the setup wizard is not available in this version",
-                hint="pass --model, --tokenizer and --prompt directly",
-            )
-        raise UsageError("--setup needs a terminal (stdin and stdout are not a TTY)", hint="pass the options as flags")
+        from .app import invoke
+        from .setup import run_setup
+
+        return run_setup(flags, profile, invoke)
     if interactive and prompt is not None:
         raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
     if system is not None and not interactive:
@@ -330,25 +374,13 @@ def text_command(
         if prompt is not None or interactive:
             raise UsageError("--prompts-file cannot be combined with --prompt or --interactive", hint="choose one")
 
-    config = api.merge_config(
-        None,
-        **{
-            k: v
-            for k, v in {
-                "max_new_tokens": max_tokens,
-                "min_new_tokens": min_tokens,
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "repetition_penalty": repetition_penalty,
-                "seed": seed,
-                "stop": tuple(stop) if stop else None,
-                "ignore_eos": ignore_eos,
-                "do_sample": None if greedy is None else not greedy,
-            }.items()
-            if v is not None
-        },
-    )
+    resolved = st.resolve(flags, profile=profile)  # flag > LLMBUILDER_* > profile > default
+    config = resolved.generation_config()
+    model = resolved.values.get("model")
+    tokenizer = resolved.values.get("tokenizer")
+    device = resolved.values.get("device", "auto")
+    threads = resolved.values.get("threads")
+    system = resolved.values.get("system") if interactive else None
 
     specs = None
     if prompts_file is not None:
@@ -384,7 +416,9 @@ def text_command(
             def render(stream):  # each reply in the live panel, as one-shot generation
                 return live_render(stream, label, block, echo=False)
 
-        return api.interactive_cli(loaded, config=config, system=system or "", render_reply=render)
+        return api.interactive_cli(
+            loaded, config=config, system=system or "", render_reply=render, sources=_chat_sources(resolved)
+        )
     if specs is not None:
         from .machine import run_batch
 

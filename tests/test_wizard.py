@@ -1,0 +1,147 @@
+"""The setup wizard's logic with scripted answers: validation in place, modes, the equivalent command."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from conftest import MODEL_PT, TOKENIZER_DIR, cli_cmd, cli_env
+from llmbuilder_cli import api
+from llmbuilder_cli.cli.wizard import run_wizard
+
+
+class Scripted:
+    """Answers questions from a list; an answer the validator refuses is recorded and the next one tried."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.asked: list[str] = []
+        self.refused: list[tuple[str, str, str]] = []
+        self.said: list[str] = []
+        self.summary_rows = None
+        self.command = None
+
+    def _next(self, message):
+        self.asked.append(message)
+        assert self.answers, f"no answer left for {message!r}"
+        return self.answers.pop(0)
+
+    def say(self, text, *, style=""):
+        self.said.append(text)
+
+    def text(self, message, *, default="", validate=None):
+        while True:
+            answer = self._next(message)
+            answer = default if answer is None else answer
+            problem = validate(answer) if validate else None
+            if problem is None:
+                return answer
+            self.refused.append((message, answer, problem))
+
+    path = text
+
+    def select(self, message, choices, *, default=None):
+        answer = self._next(message)
+        values = [v for _, v in choices]
+        assert answer in values or answer is None, (answer, values)
+        return default if answer is None else answer
+
+    def confirm(self, message, *, default=True):
+        answer = self._next(message)
+        return default if answer is None else answer
+
+    def summary(self, rows, command):
+        self.summary_rows, self.command = dict(rows), command
+
+
+def wizard(answers, start=None, profiles=()):
+    ask = Scripted(answers)
+    result = run_wizard(ask, start=start or {}, describe=lambda m, t: api.model_info(m, t), profiles=profiles)
+    assert not ask.answers, f"unused answers: {ask.answers}"
+    return ask, result
+
+
+def test_full_sampling_run_with_invalid_answers_refused_in_place():
+    ask, r = wizard([
+        "nope/model.pt", str(MODEL_PT),        # a missing model is refused, then the fixture
+        str(MODEL_PT.parent),                  # a directory without a tokenizer: refused
+        str(TOKENIZER_DIR),
+        "prompt", "The little fox",
+        "sample", "custom",
+        "hot", "-1", "0.7",                    # temperature: not a number, negative, then fine
+        "0", "1.5", "0.95",                    # top-k off; top-p out of range, then fine
+        "0", "40",                             # max tokens: 0 refused
+        "50", "4",                             # min tokens above max refused
+        None, "7", "",                          # repetition penalty default; seed 7; no stop
+        "both", "my-fox!", "fox", True,
+    ])
+    refused = {(m.split(" (")[0].rstrip(":"), a): p for m, a, p in ask.refused}
+    assert "model not found" in refused[("Model", "nope/model.pt")]
+    assert "tokenizer" in refused[("Tokenizer", str(MODEL_PT.parent))].lower()
+    assert "temperature must be a number" in refused[("Temperature", "hot")]
+    assert "temperature must be 0 (greedy) or a finite number" in refused[("Temperature", "-1")]
+    assert "top_p must be a number in (0, 1]" in refused[("Top-p", "1.5")]
+    assert "max_new_tokens must be a whole number >= 1" in refused[("Maximum new tokens", "0")]
+    assert "must not exceed max_new_tokens (40)" in refused[("Minimum new tokens", "50")]
+    assert "profile name" in refused[("Profile name", "my-fox!")]
+    assert any("6 layers" in s or "layers" in s for s in ask.said)  # the model was described
+    assert any("top-k and top-p" in s.lower() for s in ask.said)  # parameters were explained
+
+    v = r.values
+    assert (r.mode, r.prompt, r.action, r.profile, r.make_default) == ("prompt", "The little fox", "both", "fox", True)
+    assert (v["temperature"], v["top_k"], v["top_p"], v["max_new_tokens"], v["min_new_tokens"], v["seed"]) == (
+        0.7, 0, 0.95, 40, 4, 7)
+    assert v["model"] == str(MODEL_PT.resolve()) and v["tokenizer"] == str(TOKENIZER_DIR.resolve())
+    assert r.command == ask.command
+    assert r.argv[-2:] == ["-p", "The little fox"]
+    assert r.profile_values()["temperature"] == 0.7 and "prompt" not in r.profile_values()
+
+
+def test_the_equivalent_command_reproduces_the_wizard_run():
+    _, r = wizard([str(MODEL_PT), str(TOKENIZER_DIR), "prompt", "Once upon a time", "sample", "focused",
+                   None, None, "15", None, "1.2", "3", "", "run"])
+    assert r.values["temperature"] == 0.3 and r.values["repetition_penalty"] == 1.2
+    argv = shlex.split(r.command)[1:]
+    assert argv == r.argv and "--temperature" in argv and "--seed" in argv
+    runs = [subprocess.run(cli_cmd(*argv), capture_output=True, text=True, env=cli_env(), timeout=120)
+            for _ in range(2)]
+    assert all(p.returncode == 0 for p in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.startswith("once upon a time")
+    assert "[15 tokens" in runs[0].stderr or "finish: eos" in runs[0].stderr
+
+
+def test_greedy_chat_on_the_demo_model_skips_the_tokenizer_and_sampling_questions():
+    ask, r = wizard(["demo", "chat", "You tell stories.", "greedy", None, None, None, "THE END|Moral", "save",
+                     "stories", True, None], profiles=["stories"])
+    assert not any(q.startswith(("Tokenizer", "Temperature", "Top-k", "Seed", "Style")) for q in ask.asked)
+    assert r.values["model"] == "demo" and "tokenizer" not in r.values
+    assert r.values["do_sample"] is False and r.values["stop"] == ("THE END", "Moral")
+    assert r.argv[:3] == ["generate", "text", "--greedy"]
+    assert r.argv[-3:] == ["-i", "--system", "You tell stories."]
+    assert r.action == "save" and r.profile == "stories"  # replacing an existing profile was confirmed
+    assert "Profile 'stories' exists. Replace it?" in ask.asked
+
+
+def test_batch_mode_needs_an_existing_file(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once\nThe fox\n", encoding="utf-8")
+    ask, r = wizard(["demo", "batch", str(tmp_path / "missing.txt"), str(prompts), "greedy", "5", None, None,
+                     "", "cancel"])
+    assert ask.refused and "no such file" in ask.refused[0][2]
+    assert r.argv[-3:] == ["--prompts-file", str(prompts), "--jsonl"] and r.action == "cancel"
+
+
+def test_the_wizard_starts_from_the_current_settings():
+    ask, r = wizard(["demo", "prompt", "x", None, None, None, None, None, None, None, None, None, "run"],
+                    start={"model": "demo", "temperature": 1.5, "top_k": 9, "max_new_tokens": 33})
+    assert r.values["temperature"] == 1.5  # the "creative" preset was preselected
+    assert (r.values["top_k"], r.values["max_new_tokens"]) == (9, 33)
+
+
+@pytest.mark.parametrize("args", [("setup",), ("generate", "text", "--setup")])
+def test_setup_without_a_terminal_exits_2(args):
+    proc = subprocess.run(cli_cmd(*args), capture_output=True, text=True, env=cli_env(), input="", timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("Error: the setup wizard needs a terminal") and "Traceback" not in proc.stderr

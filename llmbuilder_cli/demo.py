@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ModelLoadError
 
-__all__ = ["DEMO_NAME", "demo_dir", "is_demo_request", "demo_model_dir", "training_report", "NOTICE_MARKER", "notice"]
+__all__ = ["DEMO_NAME", "demo_dir", "is_demo_request", "is_installed", "demo_model_dir", "training_report", "NOTICE_MARKER", "notice"]
 
 DEMO_NAME = "demo"
 NOTICE_MARKER = "demo-notice-shown"
@@ -34,10 +34,16 @@ def is_demo_request(model: str | os.PathLike[str] | None) -> bool:
     return str(model) == DEMO_NAME and not Path(DEMO_NAME).exists()
 
 
+def is_installed() -> bool:
+    """Whether the demo model's files are present in this installation."""
+    d = demo_dir()
+    return (d / "model.pt").is_file() and (d / "tokenizer" / "tokenizer.json").is_file()
+
+
 def demo_model_dir() -> Path:
     """The demo's directory, checked to hold its files."""
     d = demo_dir()
-    if not (d / "model.pt").is_file() or not (d / "tokenizer" / "tokenizer.json").is_file():
+    if not is_installed():
         raise ModelLoadError(
             f"the built-in demo model is missing from this installation ({d})",
             hint="reinstall llmbuilder-cli, or pass --model PATH to use your own model",

@@ -381,6 +381,12 @@ def text_command(
     device = resolved.values.get("device", "auto")
     threads = resolved.values.get("threads")
     system = resolved.values.get("system") if interactive else None
+    if model is None and not demo.is_installed() and _stdin_is_terminal() and sys.stderr.isatty():
+        # llmbuilder's behaviour: no model → the wizard. Only when nothing else can serve, on a terminal.
+        from .app import invoke
+        from .setup import run_setup
+
+        return run_setup(flags, profile, invoke)
 
     specs = None
     if prompts_file is not None:

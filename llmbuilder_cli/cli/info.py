@@ -1,7 +1,8 @@
-"""``llmbuilder info [MODEL]``: what a model file is, printed as aligned lines or as JSON (``--json``).
+"""``llmbuilder info [MODEL]``: what a model is, printed as aligned lines or as JSON (``--json``).
 
 The description is the requested output, so it goes to stdout. With no MODEL it describes the built-in
-demo model. Nothing is generated; the checkpoint is read and validated as it would be for generation.
+demo model. Nothing is generated; the model is read and validated as it would be for generation (a Hugging
+Face directory only from its safetensors headers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
+def _architecture(d: dict[str, Any]) -> str:
+    heads = f"{d['heads']} heads"
+    kv = d.get("kv_heads")
+    if kv is not None and kv != d["heads"]:
+        heads += f" ({kv} key/value)"
+    return (
+        f"{d['architecture']}: {d['layers']} layers, {heads}, width {d['embedding_dim']}"
+        + (", tied output head" if d["tied_output_head"] else "")
+    )
+
+
 def format_info(d: dict[str, Any]) -> str:
     """The aligned, human-readable form of `llmbuilder_cli.api.model_info`'s dict."""
     rows: list[tuple[str, str]] = []
@@ -35,27 +47,35 @@ def format_info(d: dict[str, Any]) -> str:
     rows += [
         ("Path", d["path"]),
         ("Format", d["format"]),
-        (
-            "Architecture",
-            f"{d['architecture']}: {d['layers']} layers, {d['heads']} heads, width {d['embedding_dim']}"
-            + (", tied output head" if d["tied_output_head"] else ""),
-        ),
+        ("Architecture", _architecture(d)),
         ("Parameters", _count(d["parameters"])),
         ("Context", f"{d['context_length']:,} tokens"),
         ("Vocabulary", f"{d['vocab_size']:,}"),
-        ("Weights", f"{d['stored_dtype']} in the file, run in float32"),
+    ]
+    if d.get("rope_theta") is not None:
+        scaling = f", {d['rope_scaling']} scaling" if d.get("rope_scaling") else ""
+        rows.append(("Positions", f"rotary, theta {d['rope_theta']:g}{scaling}"))
+    rows += [
+        ("Weights", f"{d['stored_dtype']} in the file, run in {d.get('run_dtype', 'float32')}"),
         ("File size", _size(d["file_size"])),
         ("SHA-256", d["sha256"]),
     ]
     tok = d["tokenizer"]
     if tok.get("found"):
         eos = ", ".join(f"{e['token']} (id {e['id']})" for e in tok["eos"]) or "none"
-        rows.append(("Tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, EOS {eos}"))
+        bos = tok.get("bos")
+        starts = f", starts with {bos['token']} (id {bos['id']})" if bos and tok.get("add_bos") else ""
+        rows.append(("Tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, EOS {eos}{starts}"))
         rows.append(("", tok["path"]))
     else:
         rows.append(("Tokenizer", "not found"))
     if tok.get("note"):
         rows.append(("", f"note: {tok['note']}"))
+    if tok.get("found") and tok.get("kind") == "huggingface":
+        rows.append(("Chat", "chat template included" if tok.get("chat_template") else "no chat template"))
+    defaults = d.get("generation_defaults")
+    if defaults:
+        rows.append(("Defaults", ", ".join(f"{k} {v}" for k, v in defaults.items()) + " (generation_config.json)"))
     demo = d.get("demo")
     if demo and demo.get("heldout_loss") is not None:
         rows.append(
@@ -72,11 +92,16 @@ def format_info(d: dict[str, Any]) -> str:
 def info_command(
     model: Annotated[
         Optional[str],
-        typer.Argument(help="Model file or run directory. Default: the built-in demo model ('demo').", show_default=False),
+        typer.Argument(
+            help="llmbuilder model file or run directory, Hugging Face model directory, or .gguf file. "
+            "Default: the built-in demo model ('demo').",
+            show_default=False,
+        ),
     ] = None,
     tokenizer: Annotated[
         Optional[str],
-        typer.Option("--tokenizer", "-t", help="Tokenizer directory or file. Default: tokenizer/ beside the model."),
+        typer.Option("--tokenizer", "-t", help="Tokenizer directory or file. Default: tokenizer/ beside the model (the model's own for "
+            "Hugging Face directories and GGUF files)."),
     ] = None,
     num_heads: Annotated[
         Optional[int],
@@ -84,7 +109,7 @@ def info_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of aligned lines.")] = False,
 ) -> int:
-    """Show what a model file is: architecture, parameters, context, vocabulary, format, size, sha256.
+    """Show what a model is: architecture, parameters, context, vocabulary, format, weights, sha256, tokenizer.
 
     Examples:
 

@@ -6,8 +6,9 @@ policy exactly: while the running sequence fits the block size P the cache makes
 token; once it is longer, each step feeds the **last P tokens at positions 0..P-1** (llmbuilder's sliding
 window), which changes every position, so those steps are full forwards of the window.
 
-`TextStream` wraps it for one prompt: encoding, seeding, incremental detokenization, stop strings (cut
-before the match, partial matches held back), the finish reason and the stats. Iterating it yields
+`TextStream` wraps it for one prompt: encoding (a fresh prompt starts with the tokenizer's BOS when its
+``add_bos`` says so), seeding, incremental detokenization, stop strings (cut before the match, partial
+matches held back), the finish reason and the stats. Iterating it yields
 `StreamChunk`s; the last one carries ``finish_reason`` and ``stats``. `cancel()` ends it early (Ctrl-C).
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -23,11 +24,15 @@ from ..config import GenerationConfig
 from ..errors import GenerationError, UsageError
 from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
 from .loading import LoadedModel
-from .models.llmbuilder_gpt import KVCache, LLMBuilderGPT
+from .tokenizer import Tokenizer
 from .sampling import SamplingContext, apply_processors, build_processors, probabilities, select
 from .tokenizer import StreamDecoder
 
-__all__ = ["TokenGenerator", "StopMatcher", "TextStream", "new_seed"]
+# Any model of engine/models (same forward/new_cache interface) and the KV cache it makes.
+Model = Any
+KVCache = Any
+
+__all__ = ["TokenGenerator", "StopMatcher", "TextStream", "new_seed", "with_bos"]
 
 _MAX_SEED = 2**63 - 1
 
@@ -42,7 +47,7 @@ class TokenGenerator:
 
     def __init__(
         self,
-        model: LLMBuilderGPT,
+        model: Model,
         prompt_ids: Sequence[int],
         config: GenerationConfig,
         *,
@@ -91,7 +96,7 @@ class TokenGenerator:
             self.window_slides += 1
             window = torch.tensor([self.seq[-P:]], dtype=torch.long, device=dev)  # (1, P)
             logits = self.model.forward(window)  # (1, V)
-        return logits[0]
+        return logits[0].float()  # sampling runs in float32 whatever the model's dtype
 
     @torch.inference_mode()
     def _pick(self, logits: torch.Tensor) -> int:
@@ -129,6 +134,15 @@ class TokenGenerator:
             yield token
             if token in self.eos_ids:
                 return
+
+
+def with_bos(tokenizer: Tokenizer, ids: Sequence[int]) -> list[int]:
+    """``ids`` of a fresh sequence, with the tokenizer's BOS in front when it adds one and it is not there."""
+    ids = list(ids)
+    bos = tokenizer.bos_id
+    if tokenizer.add_bos and bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    return ids
 
 
 class StopMatcher:
@@ -189,6 +203,8 @@ class TextStream:
                 "the prompt is empty" + (" after tokenization" if prompt.strip() else ""),
                 hint="give some text for the model to continue",
             )
+        if prompt_ids is None:
+            self.prompt_ids = with_bos(tok, self.prompt_ids)
         self.prompt_text = tok.decode(self.prompt_ids)
         self.token_ids: list[int] = []
         self.text_parts: list[str] = []

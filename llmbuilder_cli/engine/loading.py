@@ -1,12 +1,18 @@
-"""Find and read llmbuilder checkpoints and tokenizers: paths in, a ready `LoadedModel` out.
+"""Find and read models: paths in, a ready `LoadedModel` out. Three formats, told apart by `model_format`:
 
-Accepted model files (format reference §2): ``model.pt`` written by ``save_model`` (format A), trainer
-checkpoints ``best_checkpoint.pt`` / ``latest_checkpoint.pt`` / ``checkpoint_epoch_N.pt`` (format B),
-and a bare ``state_dict``. A run directory may be given instead of a file. Every file is read with
-``torch.load(weights_only=True, map_location="cpu")`` (GPU-saved files load on CPU-only machines) and
-then moved to the chosen device in float32. Variants llmbuilder cannot run either (unmerged LoRA weights,
-fine-tune checkpoints, int8 exports, checkpoints without a head count) get a `ModelLoadError` that names
-what is missing.
+* **llmbuilder** (format reference §2): ``model.pt`` written by ``save_model`` (format A), trainer
+  checkpoints ``best_checkpoint.pt`` / ``latest_checkpoint.pt`` / ``checkpoint_epoch_N.pt`` (format B), and
+  a bare ``state_dict``. A run directory may be given instead of a file. Every file is read with
+  ``torch.load(weights_only=True, map_location="cpu")`` (GPU-saved files load on CPU-only machines).
+  Variants llmbuilder cannot run either (unmerged LoRA weights, fine-tune checkpoints, int8 exports,
+  checkpoints without a head count) get a `ModelLoadError` that names what is missing.
+* **Hugging Face directory**: a directory with a ``config.json`` naming a model type, safetensors weights
+  and a ``tokenizer.json`` (see ``engine/hf_dir.py``).
+* **GGUF**: a ``.gguf`` file (or any file starting with the GGUF magic), weights dequantized on load and
+  tokenizer embedded (see ``engine/gguf_file.py``).
+
+Every format runs in the dtype chosen by `resolve_dtype` (``auto``: float32 on CPU and MPS, bfloat16 on
+CUDA when supported, else float16).
 """
 
 from __future__ import annotations
@@ -24,13 +30,18 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ModelLoadError, TokenizerError, UsageError
+from . import hf_dir
 from .models.llmbuilder_gpt import GPTConfig, LLMBuilderGPT
-from .tokenizer import Tokenizer, load_tokenizer
+from .tokenizer import HFTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
     "ModelInfo",
     "LoadedModel",
+    "DTYPES",
     "resolve_device",
+    "resolve_dtype",
+    "model_format",
+    "is_gguf",
     "resolve_model_file",
     "default_tokenizer_path",
     "read_checkpoint",
@@ -66,19 +77,24 @@ _BLOCK_KEYS = (
 )
 _TOP_KEYS = ("token_embedding.weight", "position_embedding.weight", "ln_f.weight", "ln_f.bias")
 _HEAD_KEYS = ("num_heads", "n_head")
+_GGUF_MAGIC = b"GGUF"
+#: --dtype values; "auto" is resolved per device by `resolve_dtype`.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 _MODEL_CONFIG_KEYS = {"num_heads", "n_head", "embedding_dim", "n_embd", "num_layers", "n_layer"}
 
 
 @dataclass
 class ModelInfo:
-    """What a model file is: shown by the CLI, recorded in JSON output."""
+    """What a model file or directory is: shown by the CLI, recorded in JSON output."""
 
-    path: Path
-    format: str  # e.g. "llmbuilder model (save_model)"
-    architecture: str
-    config: GPTConfig
-    file_size: int
-    stored_dtype: str  # dtype of the weights in the file (they run in float32)
+    path: Path  # the model file, or the Hugging Face directory
+    format: str  # e.g. "llmbuilder model (save_model)", "Hugging Face safetensors", "GGUF"
+    architecture: str  # "llmbuilder-gpt", "llama", "mistral", "qwen2", "gpt2"
+    config: Any  # GPTConfig | LlamaConfig | GPT2Config: vocab_size, n_layer, n_head, n_embd, block_size, ...
+    file_size: int  # bytes of the weights file(s)
+    stored_dtype: str  # dtype of the weights in the file(s), or the GGUF quantization summary
+    files: tuple[Path, ...] = ()  # the weights file(s) the sha256 covers; default: (path,)
+    quantization: str | None = None  # GGUF: e.g. "Q4_1 (210 tensors), F32 (61), Q8_0 (1)"
     _sha256: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -91,6 +107,20 @@ class ModelInfo:
             config=config,
             file_size=file.stat().st_size,
             stored_dtype=stored_dtype,
+            files=(file.resolve(),),
+        )
+
+    @classmethod
+    def for_hf_dir(cls, d: hf_dir.HFDir) -> "ModelInfo":
+        shards = len(d.files)
+        return cls(
+            path=d.directory.resolve(),
+            format="Hugging Face safetensors" + (f" ({shards} shards)" if shards > 1 else ""),
+            architecture=d.config.model_type,
+            config=d.config,
+            file_size=d.file_size,
+            stored_dtype=d.stored_dtype,
+            files=tuple(f.resolve() for f in d.files),
         )
 
     @property
@@ -98,12 +128,15 @@ class ModelInfo:
         return self.config.num_parameters
 
     def sha256(self) -> str:
-        """Hash of the model file, computed on first use (large files take a moment)."""
+        """Hash of the weights, computed on first use (large files take a moment): of the model file; for
+        a Hugging Face directory of its safetensors file, or of its shards' bytes concatenated in file-name
+        order (config and tokenizer files are not included)."""
         if self._sha256 is None:
             h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            for file in self.files or (self.path,):
+                with open(file, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
             self._sha256 = h.hexdigest()
         return self._sha256
 
@@ -112,18 +145,20 @@ class ModelInfo:
 class LoadedModel:
     """A model and its tokenizer, ready to generate; keep it to avoid reloading between calls."""
 
-    model: LLMBuilderGPT
+    model: Any  # LLMBuilderGPT | Llama | GPT2: the interface of engine/models
     tokenizer: Tokenizer
     info: ModelInfo
     device: torch.device
     load_s: float
+    #: Sampling defaults the model ships (generation_config.json), as GenerationConfig field values.
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def block_size(self) -> int:
         return self.model.config.block_size
 
     def identity(self) -> dict[str, Any]:
-        """Which model produced a text: JSON-ready, with the file's sha256 (computed once)."""
+        """Which model produced a text: JSON-ready, with the weights' sha256 (computed once)."""
         cfg = self.info.config
         return {
             "path": str(self.info.path),
@@ -133,9 +168,11 @@ class LoadedModel:
             "context_length": cfg.block_size,
             "vocab_size": cfg.vocab_size,
             "stored_dtype": self.info.stored_dtype,
+            "quantization": self.info.quantization,
             "sha256": self.info.sha256(),
             "tokenizer": {"kind": self.tokenizer.kind, "path": str(Path(self.tokenizer.path).resolve())},
             "device": str(self.device),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
         }
 
 
@@ -174,6 +211,19 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     raise UsageError(f"device type {dev.type!r} is not supported", hint=hint)
 
 
+def resolve_dtype(spec: str | None, device: torch.device) -> torch.dtype:
+    """``auto`` (float32 on CPU and MPS; on CUDA bfloat16 where supported, else float16), ``float32``,
+    ``bfloat16`` or ``float16`` → the dtype every weight and activation runs in."""
+    text = (spec or "auto").strip().lower() if isinstance(spec, str) or spec is None else spec
+    if text not in DTYPES:
+        raise UsageError(f"unknown dtype {spec!r}", hint="use --dtype auto, float32, bfloat16 or float16")
+    if text == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, text)
+
+
 def choose_threads(requested: int | str, num_parameters: int) -> int:
     """CPU threads for generation: a requested count, or for "auto" 1 for small models, else torch's default."""
     if requested == "auto":
@@ -184,19 +234,46 @@ def choose_threads(requested: int | str, num_parameters: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- paths
+def is_gguf(path: Path) -> bool:
+    """A file named ``*.gguf`` or starting with the GGUF magic bytes."""
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def model_format(path: Path) -> str:
+    """``"huggingface"``, ``"gguf"`` or ``"llmbuilder"`` for a path returned by `resolve_model_file`."""
+    if path.is_dir():
+        return "huggingface"
+    return "gguf" if is_gguf(path) else "llmbuilder"
+
+
 def resolve_model_file(path: str | Path) -> Path:
-    """The checkpoint file for ``path``: the file itself, or the model inside a run directory."""
+    """What ``path`` names: a model file itself, a Hugging Face model directory (returned as is), or the
+    model inside a run directory (llmbuilder's files first; else a single ``.pt`` or ``.gguf`` file)."""
     p = Path(path).expanduser()
     if p.is_file():
         return p
     if p.is_dir():
+        if hf_dir.is_hf_dir(p):
+            return p
         for name in _MODEL_FILES:
             if (p / name).is_file():
                 return p / name
         found = sorted(x.name for x in p.glob("*.pt"))
         if len(found) == 1:
             return p / found[0]
-        listing = ", ".join(found[:6]) if found else "no .pt files"
+        ggufs = sorted(x.name for x in p.glob("*.gguf"))
+        if not found and len(ggufs) == 1:
+            return p / ggufs[0]
+        if not found and any((p / n).is_file() for n in ("model.safetensors", "model.safetensors.index.json")):
+            raise ModelLoadError(f"{p} has safetensors weights but no config.json",
+                                 hint="download the model's config.json into that directory")
+        listing = ", ".join((found + ggufs)[:6]) if found or ggufs else "no .pt or .gguf files"
         raise ModelLoadError(
             f"no model.pt or checkpoints/best_checkpoint.pt in {p} ({listing})",
             hint="pass the model file itself with --model",
@@ -461,22 +538,38 @@ def head_is_tied(state: Mapping[str, torch.Tensor]) -> bool:
     return head is emb or torch.equal(head, emb)
 
 
-def load(
-    model_path: str | Path,
-    tokenizer_path: str | Path | None = None,
-    *,
-    device: str | None = "auto",
-    num_heads: int | None = None,
-    threads: int | str | None = None,
-) -> LoadedModel:
-    """Read a model and its tokenizer (default: the ``tokenizer/`` directory beside the model).
+def _check_num_heads(num_heads: int | None, config: Any, path: Path) -> None:
+    if num_heads is not None and num_heads != config.n_head:
+        raise ModelLoadError(
+            f"--num-heads {num_heads} contradicts {path}'s {config.n_head} attention heads",
+            hint="leave --num-heads out: it is only for old llmbuilder checkpoints",
+        )
 
-    ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
-    picks one from the model size (`choose_threads`).
-    """
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    file = resolve_model_file(model_path)
+
+def _check_vocab(tokenizer: Tokenizer, config: Any) -> None:
+    if tokenizer.vocab_size > config.vocab_size:
+        raise TokenizerError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding has only "
+            f"{config.vocab_size} rows",
+            hint="use the tokenizer the model was trained with",
+        )
+
+
+def hf_tokenizer_path(directory: Path) -> Path:
+    """The tokenizer.json of a Hugging Face model directory (the fast tokenizer transformers would use)."""
+    file = directory / "tokenizer.json"
+    if file.is_file():
+        return file
+    slow = [n for n in ("tokenizer.model", "vocab.json", "tokenizer_config.json") if (directory / n).is_file()]
+    raise TokenizerError(
+        f"no tokenizer.json in {directory}" + (f" (it has {', '.join(slow)})" if slow else ""),
+        hint="pass --tokenizer, or save a fast tokenizer once with transformers: "
+        "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)",
+    )
+
+
+def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
+                     num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
     if tokenizer_path is None or str(tokenizer_path) == "":
         tokenizer_path = default_tokenizer_path(file)
         if tokenizer_path is None:
@@ -487,17 +580,87 @@ def load(
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, config.num_parameters))
-    tokenizer = load_tokenizer(tokenizer_path)
-    if tokenizer.vocab_size > config.vocab_size:
-        raise TokenizerError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding has only "
-            f"{config.vocab_size} rows",
-            hint="use the tokenizer the model was trained with",
-        )
+    tokenizer = load_tokenizer(tokenizer_path, add_bos=False)  # llmbuilder never starts with BOS
+    _check_vocab(tokenizer, config)
     tied = head_is_tied(state)
-    state = {k: v.to(dev) for k, v in state.items() if not (tied and k == "lm_head.weight")}
+    state = {k: v.to(device=dev, dtype=dtype) for k, v in state.items() if not (tied and k == "lm_head.weight")}
     if tied:
         state["lm_head.weight"] = state["token_embedding.weight"]
     model = LLMBuilderGPT(config, state)
-    info = ModelInfo.for_file(file, config, fmt, stored_dtype)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0)
+    return model, tokenizer, ModelInfo.for_file(file, config, fmt, stored_dtype), {}
+
+
+def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
+             num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+    d = hf_dir.inspect_hf_dir(directory)
+    _check_num_heads(num_heads, d.config, directory)
+    eos = hf_dir.eos_token_ids(d.generation_config, d.hf_config)
+    explicit = tokenizer_path not in (None, "")
+    tokenizer = load_tokenizer(tokenizer_path if explicit else hf_tokenizer_path(directory), extra_eos_ids=eos)
+    _check_vocab(tokenizer, d.config)
+    if threads is not None:
+        torch.set_num_threads(choose_threads(threads, d.config.num_parameters))
+    _, state = hf_dir.read_hf_dir(directory, dtype=dtype, device=dev)
+    model = hf_dir.build_model(d.config, state)
+    return model, tokenizer, ModelInfo.for_hf_dir(d), hf_dir.generation_defaults(d.generation_config)
+
+
+def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str, str]]:
+    """Read a GGUF file → (the reader's GGUFModel, validated config, {transformers name: stored name})."""
+    try:
+        from .gguf_file import read_gguf
+    except ImportError:  # pragma: no cover - the reader ships with the package
+        raise ModelLoadError(f"{file} is a GGUF file, which this installation cannot read",
+                             hint="install llmbuilder-cli with its GGUF support (the gguf package)") from None
+    g = read_gguf(file, dtype=dtype)
+    config = hf_dir.model_config(g.hf_config, str(file))
+    names = hf_dir.validate_shapes(config, {k: tuple(v.shape) for k, v in g.state_dict.items()}, str(file))
+    return g, config, names
+
+
+def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
+               num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+    g, config, names = read_gguf_model(file, dtype)
+    _check_num_heads(num_heads, config, file)
+    if tokenizer_path not in (None, ""):
+        tokenizer = load_tokenizer(tokenizer_path, extra_eos_ids=g.eos_ids)
+    else:
+        tokenizer = HFTokenizer.from_tokenizer(
+            g.tokenizer, path=file, eos_ids=g.eos_ids, bos_id=g.bos_id, add_bos=g.add_bos,
+            chat_template=g.chat_template, special_tokens=g.special_tokens,
+        )
+    _check_vocab(tokenizer, config)
+    if threads is not None:
+        torch.set_num_threads(choose_threads(threads, config.num_parameters))
+    state = {canon: g.state_dict[stored].to(device=dev, dtype=dtype) for canon, stored in names.items()}
+    model = hf_dir.build_model(config, state)
+    info = ModelInfo(path=file.resolve(), format="GGUF", architecture=config.model_type, config=config,
+                     file_size=file.stat().st_size, stored_dtype=g.quantization, files=(file.resolve(),),
+                     quantization=g.quantization)
+    return model, tokenizer, info, {}
+
+
+def load(
+    model_path: str | Path,
+    tokenizer_path: str | Path | None = None,
+    *,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+    threads: int | str | None = None,
+    dtype: str = "auto",
+) -> LoadedModel:
+    """Read a model and its tokenizer. Default tokenizer: llmbuilder's ``tokenizer/`` directory beside the
+    model; a Hugging Face directory's own ``tokenizer.json``; the vocabulary inside a GGUF file.
+
+    ``dtype``: ``auto`` (see `resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``, for every format.
+    ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
+    picks one from the model size (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
+    """
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    path = resolve_model_file(model_path)
+    loader = {"huggingface": _load_hf, "gguf": _load_gguf, "llmbuilder": _load_llmbuilder}[model_format(path)]
+    model, tokenizer, info, defaults = loader(path, tokenizer_path, dev, dt, num_heads, threads)
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0,
+                       generation_defaults=defaults)

@@ -5,7 +5,12 @@
 * `HFTokenizer`: a Hugging Face ``tokenizer.json`` through ``tokenizers``.
 
 Both follow llmbuilder's convention: encode adds no BOS/EOS, decode renders special/control ids as
-nothing (SentencePiece's ``<unk>`` decodes to " ⁇ ", as in llmbuilder).
+nothing (SentencePiece's ``<unk>`` decodes to " ⁇ ", as in llmbuilder). Whether a fresh sequence starts
+with BOS is a separate fact, ``add_bos`` with ``bos_id``, applied by whoever builds the prompt ids
+(``engine/generate.py``): llmbuilder models never get one; Hugging Face tokenizers follow what transformers
+does for them (an explicit ``add_bos_token`` in ``tokenizer_config.json``, else the ``tokenizer.json``
+post-processor); GGUF files say it themselves. ``chat_template`` and ``special_tokens`` (``bos_token`` /
+``eos_token`` strings) are kept for rendering chat templates.
 
 `StreamDecoder` turns a growing id list into text pieces without re-decoding everything: it decodes a
 short window of ids twice (with and without the newest ids) and emits the difference, holding text back
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from ..errors import TokenizerError
 
@@ -39,6 +44,10 @@ class Tokenizer(Protocol):
     path: Path  # the file that was read
     vocab_size: int  # number of ids the tokenizer can produce and decode
     eos_ids: tuple[int, ...]  # ids that end a sequence (empty when the tokenizer has none)
+    bos_id: int | None  # the beginning-of-sequence id, if the tokenizer has one
+    add_bos: bool  # whether a fresh sequence starts with bos_id (encode never adds it)
+    chat_template: str | None  # Jinja chat template shipped with the tokenizer
+    special_tokens: dict[str, str]  # "bos_token" / "eos_token" strings, for template rendering
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -64,6 +73,11 @@ class SentencePieceTokenizer:
         self.vocab_size = int(self._sp.get_piece_size())
         eos = int(self._sp.eos_id())
         self.eos_ids = (eos,) if 0 <= eos < self.vocab_size else ()
+        # llmbuilder's convention: no BOS, no chat template.
+        self.bos_id: int | None = None
+        self.add_bos = False
+        self.chat_template: str | None = None
+        self.special_tokens: dict[str, str] = {}
 
     def encode(self, text: str) -> list[int]:
         return list(self._sp.encode(text))
@@ -78,38 +92,81 @@ class SentencePieceTokenizer:
 class HFTokenizer:
     kind = "huggingface"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, extra_eos_ids: Sequence[int] = (), add_bos: bool | None = None) -> None:
+        """Read ``path`` (a tokenizer.json) and the ``tokenizer_config.json`` / ``chat_template.jinja`` beside it.
+
+        ``extra_eos_ids``: more ids that end a sequence (a model's ``generation_config.json``). ``add_bos``:
+        force whether prompts start with BOS (False for llmbuilder models); None decides as transformers does.
+        """
         from tokenizers import Tokenizer as _HFTok
 
-        self.path = path
         try:
-            self._tok = _HFTok.from_file(str(path))
+            tok = _HFTok.from_file(str(path))
         except Exception as exc:
             raise TokenizerError(
                 f"cannot read tokenizer file {path}: {_first_line(exc)}",
                 hint="pass a valid Hugging Face tokenizer.json or llmbuilder's tokenizer directory",
             ) from None
-        self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
-        self.eos_ids = self._find_eos(path)
+        cfg = _read_tokenizer_config(path.parent / "tokenizer_config.json")
+        special = {k: v for k in ("bos_token", "eos_token") if (v := _token_text(cfg.get(k))) is not None}
+        self._setup(tok, path)
+        self.special_tokens = special
+        eos = [] if "eos_token" not in special else [self._tok.token_to_id(special["eos_token"])]
+        ids = _unique([i for i in eos if i is not None] + [int(i) for i in extra_eos_ids])
+        self.eos_ids = ids or self._fallback_eos()
+        self.bos_id = None if "bos_token" not in special else self._tok.token_to_id(special["bos_token"])
+        self.add_bos = self._adds_bos(cfg) if add_bos is None else bool(add_bos)
+        if self.add_bos and self.bos_id is None:
+            self.add_bos = False
+        self.chat_template = _chat_template(path.parent, cfg)
 
-    def _find_eos(self, path: Path) -> tuple[int, ...]:
-        names: list[str] = []
-        cfg = path.parent / "tokenizer_config.json"
-        if cfg.is_file():
-            try:
-                eos = json.loads(cfg.read_text(encoding="utf-8")).get("eos_token")
-            except (OSError, ValueError, AttributeError):
-                eos = None
-            if isinstance(eos, dict):
-                eos = eos.get("content")
-            if isinstance(eos, str):
-                names.append(eos)
-        names.extend(_EOS_CANDIDATES)
-        for name in names:
+    def _setup(self, tok: Any, path: Path) -> None:
+        self._tok = tok
+        self.path = path
+        self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+
+    @classmethod
+    def from_tokenizer(
+        cls,
+        tok: Any,
+        *,
+        path: Path,
+        eos_ids: Sequence[int],
+        bos_id: int | None,
+        add_bos: bool,
+        chat_template: str | None,
+        special_tokens: dict[str, str],
+    ) -> "HFTokenizer":
+        """Wrap a ``tokenizers.Tokenizer`` built elsewhere (e.g. from a GGUF file's vocabulary)."""
+        self = cls.__new__(cls)
+        self._setup(tok, path)
+        self.eos_ids = _unique(int(i) for i in eos_ids)
+        self.bos_id = None if bos_id is None else int(bos_id)
+        self.add_bos = bool(add_bos) and self.bos_id is not None
+        self.chat_template = chat_template
+        self.special_tokens = dict(special_tokens)
+        return self
+
+    def _fallback_eos(self) -> tuple[int, ...]:
+        for name in _EOS_CANDIDATES:
             tid = self._tok.token_to_id(name)
             if tid is not None:
                 return (int(tid),)
         return ()
+
+    def _adds_bos(self, cfg: dict[str, Any]) -> bool:
+        """What transformers does: an explicit add_bos_token (or add_eos_token) in tokenizer_config.json
+        rebuilds the post-processor from those flags; otherwise the tokenizer.json post-processor decides."""
+        if "add_bos_token" in cfg or "add_eos_token" in cfg:
+            return bool(cfg.get("add_bos_token"))
+        if self._tok.post_processor is None:
+            return False
+        plain = self._tok.encode("a", add_special_tokens=False).ids
+        full = self._tok.encode("a", add_special_tokens=True).ids
+        if len(full) > len(plain) and full[1 : 1 + len(plain)] == plain:
+            self.bos_id = int(full[0])  # the id the post-processor puts first
+            return True
+        return False
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -119,6 +176,43 @@ class HFTokenizer:
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(int(token_id)) or ""
+
+
+def _unique(ids: Iterable[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(ids))
+
+
+def _read_tokenizer_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json spells it: a string or an object with "content"."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _chat_template(folder: Path, cfg: dict[str, Any]) -> str | None:
+    """``chat_template.jinja`` beside the tokenizer, else tokenizer_config.json's ``chat_template`` (a string,
+    or a list of named templates of which "default" is used)."""
+    file = folder / "chat_template.jinja"
+    if file.is_file():
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pass
+    tpl = cfg.get("chat_template")
+    if isinstance(tpl, list):
+        named = {t.get("name"): t.get("template") for t in tpl if isinstance(t, dict)}
+        tpl = named.get("default", next(iter(named.values()), None))
+    return tpl if isinstance(tpl, str) and tpl.strip() else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,11 +242,13 @@ def resolve_tokenizer_file(path: str | Path) -> Path:
     raise TokenizerError(f"tokenizer not found: {p}", hint="check the --tokenizer path")
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
+def load_tokenizer(path: str | Path, *, extra_eos_ids: Sequence[int] = (), add_bos: bool | None = None) -> Tokenizer:
+    """The tokenizer at ``path``; ``extra_eos_ids`` and ``add_bos`` apply to Hugging Face tokenizers
+    (see `HFTokenizer`); a SentencePiece model keeps llmbuilder's conventions."""
     file = resolve_tokenizer_file(path)
     if file.suffix == ".model":
         return SentencePieceTokenizer(file)
-    return HFTokenizer(file)
+    return HFTokenizer(file, extra_eos_ids=extra_eos_ids, add_bos=add_bos)
 
 
 class StreamDecoder:

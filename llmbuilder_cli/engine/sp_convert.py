@@ -62,8 +62,13 @@ KNOWN_DIFFERENCES = (
         "goes on with marks which do not compose with it (e.g. 'Z' + U+0308 or 'A' + U+200D under case folding, "
         "'ﬂ' + U+0301, NBSP + U+0301) keeps only the mapped first character (tokenizers' Precompiled)"
     ),
+    (
+        "encode: a decomposed letter with several combining marks (e.g. Vietnamese in NFD, 'e' + U+0302 + "
+        "U+0323): NFC composes it fully ('ệ'), the charsmap only partly ('ê' + U+0323); the ids differ only "
+        "where the vocabulary holds one of the two forms"
+    ),
     "encode, unigram models: the literal text of the unknown piece ('<unk>') or of a byte piece ('<0x41>')",
-    "encode: whitespace and the dummy ▁ right next to a user-defined piece (llmbuilder defines none)",
+    "encode: a text that starts with a user-defined piece gets no dummy ▁ before it (llmbuilder defines none)",
     "encode: pieces of type UNUSED take part in segmentation (SentencePiece skips them)",
     (
         "decode: a run of byte pieces that is not valid UTF-8 becomes U+FFFD for every byte; SentencePiece "
@@ -340,19 +345,26 @@ def convert_sentencepiece(model: SentencePieceModel) -> Any:
         if "nfkc" in model.normalizer_name:
             # Compose first: ``Precompiled`` maps a short grapheme cluster by its shortest matching prefix
             # and drops the rest, so decomposed text ("E" + U+0301) would lose its accents. The NFKC-based
-            # charsmaps compose such pairs themselves, so composing before them changes nothing else.
+            # charsmaps compose such pairs themselves; NFC leaves composed text as it is and differs from
+            # the charsmap only for a letter with several marks (see KNOWN_DIFFERENCES).
             steps.append(normalizers.NFC())
         steps.append(normalizers.Precompiled(model.precompiled_charsmap))
+    # The dummy prefix: Metaspace's "first" scheme puts a ▁ before the text unless it already starts with
+    # one, so a single leading space (all that remove_extra_whitespaces leaves) serves as the prefix, and
+    # a user-defined piece does not get one after it. Keeping extra whitespace, a leading space must
+    # still get its own dummy ▁: Prepend it in the normaliser instead.
+    prepend = "first" if model.add_dummy_prefix and model.remove_extra_whitespaces else "never"
     if model.remove_extra_whitespaces:
         steps.append(normalizers.Replace(Regex(" {2,}"), " "))
-        steps.append(normalizers.Replace(Regex(r"\A | \z"), ""))  # \A, \z: ^ and $ would match at newlines
-    if model.add_dummy_prefix:  # the dummy ▁, unless nothing is left (Prepend skips empty text)
-        steps.append(normalizers.Prepend(SPACE))
+        # \A and \z: ^ and $ would also match at newlines
+        steps.append(normalizers.Replace(Regex(r" \z" if model.add_dummy_prefix else r"\A | \z"), ""))
+    elif model.add_dummy_prefix:
+        steps.append(normalizers.Prepend(SPACE))  # skips empty text, as SentencePiece does
     if steps:
         tok.normalizer = normalizers.Sequence(steps)
 
     # Spaces → ▁; SentencePiece segments the whole text at once, so no split at spaces.
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never", split=False)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme=prepend, split=False)
 
     # Decoder. SentencePiece drops the ▁ of the leading pieces while nothing has been output yet (all of
     # them when extra whitespace is removed, else one) and renders the unknown piece as its surface,
@@ -368,10 +380,10 @@ def convert_sentencepiece(model: SentencePieceModel) -> Any:
     steps.append(decoders.Replace(_UNK_SENTINEL, model.unk_surface))
     tok.decoder = decoders.Sequence(steps)
 
-    # Control pieces are special tokens (skipped by decode). User-defined pieces are matched whole in the
-    # raw text, as SentencePiece matches them before normalising.
+    # Control pieces are special tokens (skipped by decode). User-defined pieces are matched whole, in the
+    # normalised text so that the whitespace around them is handled with the rest of the text.
     control = [AddedToken(p, special=True, normalized=False) for p, _, t in model.pieces if t == CONTROL]
-    user = [AddedToken(p, special=False, normalized=False) for p, _, t in model.pieces if t == USER_DEFINED]
+    user = [AddedToken(p, special=False, normalized=True) for p, _, t in model.pieces if t == USER_DEFINED]
     if control:
         tok.add_special_tokens(control)
     if user:

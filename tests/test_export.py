@@ -345,16 +345,38 @@ def test_export_dtype(tmp_path, dtype):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == dtype
 
 
-# ------------------------------------------------------------------------------ transformers round trip
+# --------------------------------------------------------------------------- the export runs in this tool
 @pytest.fixture(scope="module")
-def transformers_mod():
-    """transformers, with torch on one CPU thread: these models are tiny, and more threads only add
-    synchronisation (5 s instead of 0.4 s for 60 demo tokens on two cores)."""
-    module = pytest.importorskip("transformers")
+def one_thread():
+    """torch on one CPU thread: these models are tiny, and more threads only add synchronisation (5 s
+    instead of 0.4 s for 60 demo tokens with transformers on two cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield module
+    yield
     torch.set_num_threads(threads)
+
+
+def test_exported_fixture_runs_in_llmbuilder_cli(tiny_export, one_thread):
+    """Loaded back as a Hugging Face directory (GPT-2 model, converted tokenizer.json), the export
+    generates llmbuilder's reference outputs: prompt ids, greedy ids and the decoded text."""
+    loaded = load_model(tiny_export, device="cpu")
+    assert loaded.info.architecture == "gpt2" and loaded.tokenizer.kind == "huggingface"
+    assert loaded.tokenizer.add_bos is False and loaded.tokenizer.eos_ids == (3,)
+    d = GenerationConfig()
+    assert loaded.generation_defaults == {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
+                                          "repetition_penalty": d.repetition_penalty, "do_sample": d.do_sample,
+                                          "max_new_tokens": d.max_new_tokens}
+    for case in GREEDY_CASES:
+        result = generate(loaded, prompt=case["prompt"], config=GenerationConfig(
+            do_sample=False, max_new_tokens=40, repetition_penalty=case["config"]["repetition_penalty"]))
+        assert result.prompt_ids == case["prompt_ids"] and result.token_ids == case["new_ids"], case["case"]
+        assert result.full_text == case["text"]
+
+
+# ------------------------------------------------------------------------------ transformers round trip
+@pytest.fixture(scope="module")
+def transformers_mod(one_thread):
+    return pytest.importorskip("transformers")
 
 
 def _hf_greedy(model, ids: list[int], max_new: int, penalty: float, eos: int | None) -> list[int]:
@@ -532,7 +554,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_an_exported_directory_is_not_exported_again(tiny_export, tmp_path):
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelLoadError, match="Hugging Face model directory"):
         export_hf(tiny_export, TOKENIZER_DIR, tmp_path / "o")
     assert not (tmp_path / "o").exists()
 

@@ -42,7 +42,7 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import ModelLoadError, TokenizerError, UsageError
-from .loading import default_tokenizer_path, head_is_tied, read_checkpoint, resolve_model_file
+from .loading import default_tokenizer_path, head_is_tied, model_format, read_checkpoint, resolve_model_file
 from .models.llmbuilder_gpt import LAYER_NORM_EPS, GPTConfig
 from .sp_convert import convert_sentencepiece, read_sentencepiece_model
 from .tokenizer import resolve_tokenizer_file
@@ -317,17 +317,9 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 def _refuse_other_formats(file: Path) -> None:
     """Only llmbuilder checkpoints are exported; HF directories and GGUF files already are standard."""
-    what = None
-    if file.is_dir():
-        what = "a Hugging Face model directory"
-    else:
-        try:
-            with open(file, "rb") as f:
-                if f.read(4) == b"GGUF":
-                    what = "a GGUF file"
-        except OSError:
-            pass
-    if what:
+    kind = model_format(file)
+    if kind != "llmbuilder":
+        what = {"huggingface": "a Hugging Face model directory", "gguf": "a GGUF file"}.get(kind, kind)
         raise ModelLoadError(
             f"{file} is {what}, not an llmbuilder checkpoint",
             hint="export hf converts llmbuilder models (model.pt or a trainer checkpoint); serve this one as it is",

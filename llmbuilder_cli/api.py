@@ -165,6 +165,7 @@ def load_model(
     device: str | None = "auto",
     num_heads: int | None = None,
     threads: int | str | None = None,
+    dtype: str = "auto",
 ) -> "LoadedModel":
     """Load a model and its tokenizer once; pass the handle to the other functions as ``model_path``.
 
@@ -173,16 +174,20 @@ def load_model(
     ``tokenizer_path``: a directory with ``tokenizer.model`` or ``tokenizer.json``, or one of those files;
     by default the ``tokenizer/`` directory beside the model. ``num_heads`` is needed only for old
     checkpoints that do not record their configuration. ``threads`` sets torch's CPU thread count for
-    the whole process: a number, "auto" (1 for small models), or None to leave it alone.
+    the whole process: a number, "auto" (1 for small models), or None to leave it alone. ``dtype``:
+    "auto" (float32 on CPU and MPS; bfloat16, else float16, on CUDA), "float32", "bfloat16" or "float16".
+
+    Model formats: llmbuilder files, Hugging Face directories (``config.json`` + safetensors) of the
+    Llama family and GPT-2, and GGUF files (dequantized at load).
     """
     from .engine import loading
 
     model_path, tokenizer_path = resolve_model_arg(model_path, tokenizer_path)
-    return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads, threads=threads)
+    return loading.load(model_path, tokenizer_path, device=device, num_heads=num_heads, threads=threads, dtype=dtype)
 
 
 def _loaded(
-    model_path: ModelArg, tokenizer_path: Any, device: str | None, num_heads: int | None
+    model_path: ModelArg, tokenizer_path: Any, device: str | None, num_heads: int | None, dtype: str = "auto"
 ) -> tuple["LoadedModel", float]:
     """A loaded model for the arguments, and the seconds spent loading it (0 when reused)."""
     from .engine import loading
@@ -193,10 +198,10 @@ def _loaded(
     file = loading.resolve_model_file(model_path)
     st = file.stat()
     tok = None if tokenizer_path in (None, "") else str(Path(tokenizer_path).expanduser().resolve())
-    key = (str(file.resolve()), st.st_mtime_ns, st.st_size, tok, device or "auto", num_heads)
+    key = (str(file.resolve()), st.st_mtime_ns, st.st_size, tok, device or "auto", num_heads, dtype)
     if key in _cache:
         return _cache[key], 0.0
-    loaded = loading.load(file, tokenizer_path, device=device, num_heads=num_heads)
+    loaded = loading.load(file, tokenizer_path, device=device, num_heads=num_heads, dtype=dtype)
     _cache.clear()
     _cache[key] = loaded
     return loaded, loaded.load_s
@@ -220,13 +225,22 @@ def stream_text(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    dtype: str = "auto",
     top_logprobs: int = 0,
+    chat: bool = False,
+    system: str = "",
+    chat_template: str = "auto",
 ) -> "TextStream":
     """Start a generation and return its stream: iterate it for `StreamChunk`s as tokens are produced.
 
     The chunks' texts join to the continuation (without the prompt); the last chunk carries the
     finish reason (``eos`` | ``stop`` | ``length``) and the stats. ``top_logprobs=N`` (1–100) adds to
     each chunk a `TokenProbs`: the token's probability and the N most likely tokens after each stage.
+
+    ``chat=True`` treats ``prompt`` as one user message (after ``system`` text, if any): it is laid out
+    with the model's chat template, so instruct models answer it, and the stream holds only the reply.
+    ``chat_template``: "auto" (the model's template, else plain ``User:``/``Assistant:`` turns), "none"
+    (always plain turns), or the path of a Jinja template file.
     """
     cfg = merge_config(
         config,
@@ -241,10 +255,40 @@ def stream_text(
         stop=stop,
         ignore_eos=ignore_eos,
     )
-    loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads)
+    loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
+    if chat:
+        from .engine.conversation import Conversation
+
+        conv = Conversation(loaded, system=system, template=chat_template_choice(loaded, chat_template))
+        stream, _ = conv.start(prompt, cfg, top_logprobs=top_logprobs, load_s=load_s)
+        return stream
+    if system:
+        from .errors import UsageError
+
+        raise UsageError("system text is for chat prompts", hint="pass chat=True, or put the text in the prompt")
     from .engine.generate import TextStream
 
     return TextStream(loaded, prompt, cfg, load_s=load_s, top_logprobs=top_logprobs)
+
+
+def chat_template_choice(loaded: "LoadedModel", spec: str | os.PathLike[str] | None) -> Any:
+    """What Conversation gets for ``spec``: "auto" → the model's own template (if any), "none" → plain
+    turns (None), a file path → that Jinja template (with the model's special tokens)."""
+    from .engine.chat_template import ChatTemplate
+    from .errors import UsageError
+
+    text = "auto" if spec is None else str(spec)
+    if text == "auto":
+        return "auto"
+    if text == "none":
+        return None
+    path = Path(text).expanduser()
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the chat template {path}: {getattr(exc, 'strerror', None) or exc}",
+                         hint="pass 'auto', 'none' or a readable Jinja file") from None
+    return ChatTemplate(source, getattr(loaded.tokenizer, "special_tokens", None) or {})
 
 
 def generate(
@@ -265,7 +309,11 @@ def generate(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    dtype: str = "auto",
     top_logprobs: int = 0,
+    chat: bool = False,
+    system: str = "",
+    chat_template: str = "auto",
 ) -> GenerationResult:
     """Generate and return a `GenerationResult` (text, token ids, finish reason, stats, and with
     ``top_logprobs=N`` the per-token probabilities in ``token_probs``)."""
@@ -286,7 +334,11 @@ def generate(
         ignore_eos=ignore_eos,
         device=device,
         num_heads=num_heads,
+        dtype=dtype,
         top_logprobs=top_logprobs,
+        chat=chat,
+        system=system,
+        chat_template=chat_template,
     ).result()
 
 
@@ -308,6 +360,7 @@ def generate_text(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    dtype: str = "auto",
 ) -> str:
     """Generate text the way llmbuilder's ``generate_text`` does and return the same string:
     the decoded prompt followed by the continuation (cut before a stop string, if one is set)."""
@@ -328,6 +381,7 @@ def generate_text(
         ignore_eos=ignore_eos,
         device=device,
         num_heads=num_heads,
+        dtype=dtype,
     ).full_text
 
 
@@ -348,8 +402,10 @@ def interactive_cli(
     ignore_eos: bool = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
+    dtype: str = "auto",
     system: str = "",
     turn_format: "TurnFormat | None" = None,
+    chat_template: str = "auto",
     input_stream: TextIO | None = None,
     output_stream: TextIO | None = None,
     error_stream: TextIO | None = None,
@@ -364,7 +420,8 @@ def interactive_cli(
     ``/load``, ``/stats``, ``/exit``. Ends at end of input or ``/exit``, returning 0. Streams default to
     the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
     plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
-    how turns are written into the context; the default is ``User: …`` / ``Assistant:`` lines.
+    how turns are written into the context; by default the model's chat template is used when it has one
+    (``chat_template``: "auto", "none" or a Jinja file), else ``User: …`` / ``Assistant:`` lines.
     ``sources`` (setting → where it came from) is what ``/params`` shows; the CLI passes its settings'
     provenance (flag, environment variable, profile).
     """
@@ -384,7 +441,10 @@ def interactive_cli(
         "ignore_eos": ignore_eos,
     }
     cfg = merge_config(config, **given)
-    loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads)
+    loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
+    template = "auto" if turn_format is None else None
+    if chat_template != "auto":
+        template = chat_template_choice(loaded, chat_template)
     read_line = None
     if input_stream is None and _is_terminal(sys.stdin) and _is_terminal(sys.stderr):
         from .chat import COMMANDS
@@ -392,7 +452,7 @@ def interactive_cli(
 
         read_line = terminal_reader(COMMANDS)  # line editing, history, tab completion
     return run_chat(
-        Conversation(loaded, turn_format, system=system),
+        Conversation(loaded, turn_format, system=system, template=template),
         cfg,
         input_stream=input_stream or sys.stdin,
         output_stream=output_stream or sys.stdout,

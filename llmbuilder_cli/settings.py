@@ -59,6 +59,7 @@ RUN_KEYS: dict[str, str] = {
     "model": "Model file or directory ('demo' for the built-in demo model).",
     "tokenizer": "Tokenizer directory or file (default: the one beside the model).",
     "device": "auto, cpu, cuda, cuda:N or mps.",
+    "dtype": "auto, float32, bfloat16 or float16.",
     "threads": "CPU threads: a whole number >= 1, or 'auto'.",
     "system": "System text that opens a chat's context.",
 }
@@ -68,6 +69,7 @@ KEYS: dict[str, str] = {**RUN_KEYS, **{k: FIELD_HELP[k] for k in GENERATION_KEYS
 #: Friendly spellings accepted for keys (the CLI's flag names).
 ALIASES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -156,6 +158,8 @@ def check_value(key: str, value: Any) -> Any:
         if not value.strip():
             raise bad("a path")
         return value.strip()
+    if key == "dtype" and value.strip().lower() not in DTYPES:
+        raise ConfigError(f"unknown dtype {value!r}", hint="use " + ", ".join(DTYPES), field=key)
     if key == "device" and not _DEVICE.match(value.strip().lower()):
         raise ConfigError(f"unknown device {value!r}", hint="use auto, cpu, cuda, cuda:N or mps", field=key)
     return value

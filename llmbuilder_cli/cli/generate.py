@@ -142,6 +142,15 @@ def text_command(
             rich_help_panel=P_MODEL,
         ),
     ] = None,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dtype",
+            help="Precision the model runs in: auto (float32 on CPU/MPS; bfloat16, else float16, on CUDA), "
+            "float32, bfloat16 or float16. [default: auto]",
+            rich_help_panel=P_MODEL,
+        ),
+    ] = None,
     profile: Annotated[
         Optional[str],
         typer.Option(
@@ -307,6 +316,24 @@ def text_command(
         typer.Option("--system", help="System text that opens the chat's context (with --interactive).",
                      rich_help_panel=P_MODES),
     ] = None,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat",
+            help="Treat the prompt as a chat message: lay it out with the model's chat template (instruct models "
+            "answer it) and print only the reply. Works with --system, --json/--jsonl and --prompts-file.",
+            rich_help_panel=P_MODES,
+        ),
+    ] = False,
+    chat_template: Annotated[
+        Optional[str],
+        typer.Option(
+            "--chat-template",
+            help="For --chat and --interactive: 'auto' (the model's template, else plain User:/Assistant: turns), "
+            "'none' (always plain turns) or a Jinja template file. [default: auto]",
+            rich_help_panel=P_MODES,
+        ),
+    ] = None,
     setup: Annotated[
         bool,
         typer.Option(
@@ -338,6 +365,7 @@ def text_command(
         "model": model,
         "tokenizer": tokenizer,
         "device": device,
+        "dtype": dtype,
         "threads": threads,
         "system": system,
         "max_new_tokens": max_tokens,
@@ -359,8 +387,10 @@ def text_command(
         return run_setup(flags, profile, invoke)
     if interactive and prompt is not None:
         raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
-    if system is not None and not interactive:
-        raise UsageError("--system is for the chat", hint="add --interactive, or put the text in --prompt")
+    if system is not None and not (interactive or chat):
+        raise UsageError("--system is for the chat", hint="add --chat or --interactive, or put the text in --prompt")
+    if chat_template is not None and not (interactive or chat):
+        raise UsageError("--chat-template is for chat", hint="add --chat or --interactive")
     if as_json and as_jsonl:
         raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
     if interactive and (as_json or as_jsonl):
@@ -379,8 +409,14 @@ def text_command(
     model = resolved.values.get("model")
     tokenizer = resolved.values.get("tokenizer")
     device = resolved.values.get("device", "auto")
+    dtype = resolved.values.get("dtype", "auto")
     threads = resolved.values.get("threads")
-    system = resolved.values.get("system") if interactive else None
+    system = resolved.values.get("system") if (interactive or chat) else None
+    chat_prompt = None
+    if chat and not interactive:
+        from .machine import ChatPrompt
+
+        chat_prompt = ChatPrompt(system=system or "", template=chat_template or "auto")
     if model is None and not demo.is_installed() and _stdin_is_terminal() and sys.stderr.isatty():
         # llmbuilder's behaviour: no model → the wizard. Only when nothing else can serve, on a terminal.
         from .app import invoke
@@ -405,13 +441,23 @@ def text_command(
             show_demo_notice_once()
 
     live = specs is None and not (as_json or as_jsonl or interactive) and use_live_display(plain=plain, quiet=quiet)
+    def load():
+        return api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto",
+                              dtype=dtype)
+
     if live:
         from rich.console import Console
 
         with Console(stderr=True).status("Loading the model…", spinner="dots"):
-            loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
+            loaded = load()
     else:
-        loaded = api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto")
+        loaded = load()
+    model_defaults = getattr(loaded, "generation_defaults", None)
+    if model_defaults:  # the model's generation_config.json sits between the profile and built-in defaults
+        resolved = st.resolve(flags, profile=profile, settings=resolved.settings, model_defaults=model_defaults)
+        config = resolved.generation_config()
+        if specs is not None:
+            specs = read_prompts_file(prompts_file, config, stdin_text)
 
     if interactive:
         render = None
@@ -423,20 +469,26 @@ def text_command(
                 return live_render(stream, label, block, echo=False)
 
         return api.interactive_cli(
-            loaded, config=config, system=system or "", render_reply=render, sources=_chat_sources(resolved)
+            loaded, config=config, system=system or "", render_reply=render, sources=_chat_sources(resolved),
+            chat_template=chat_template or "auto",
         )
     if specs is not None:
         from .machine import run_batch
 
-        return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs)
+        return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs, chat=chat_prompt)
     if as_json or as_jsonl:
         from .machine import run_single
 
         assert prompt is not None
-        return run_single(loaded, prompt, config, lines=as_jsonl, quiet=quiet, top_logprobs=n_probs)
+        return run_single(loaded, prompt, config, lines=as_jsonl, quiet=quiet, top_logprobs=n_probs, chat=chat_prompt)
 
     assert prompt is not None
-    stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
+    if chat_prompt is not None:  # the reply only: the rendered template is not the user's text
+        stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs, chat=True,
+                                 system=chat_prompt.system, chat_template=chat_prompt.template)
+        echo = False
+    else:
+        stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
     block = loaded.block_size
     if not quiet and len(stream.prompt_ids) > block:
         sys.stderr.write(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK
@@ -23,13 +24,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..types import GenerationResult
 
 
+@dataclass(frozen=True)
+class ChatPrompt:
+    """``--chat``: each prompt is a user message laid out with the chat template (after ``system``)."""
+
+    system: str = ""
+    template: str = "auto"
+
+
 def _run_one(
-    loaded: "LoadedModel", prompt: str, config: "GenerationConfig", top_logprobs: int
+    loaded: "LoadedModel", prompt: str, config: "GenerationConfig", top_logprobs: int, chat: ChatPrompt | None
 ) -> tuple["GenerationResult", bool]:
     """Generate to the end; on Ctrl-C return what was made so far, marked cancelled."""
     from .. import api
 
-    stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=top_logprobs)
+    if chat is None:
+        stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=top_logprobs)
+    else:
+        stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=top_logprobs, chat=True,
+                                 system=chat.system, chat_template=chat.template)
     try:
         for _ in stream:
             pass
@@ -45,14 +58,21 @@ def _write(out: TextIO, obj: dict[str, Any], *, indent: int | None) -> None:
 
 
 def run_single(
-    loaded: "LoadedModel", prompt: str, config: "GenerationConfig", *, lines: bool, quiet: bool, top_logprobs: int = 0
+    loaded: "LoadedModel",
+    prompt: str,
+    config: "GenerationConfig",
+    *,
+    lines: bool,
+    quiet: bool,
+    top_logprobs: int = 0,
+    chat: ChatPrompt | None = None,
 ) -> int:
     """``--json`` (indented object) or ``--jsonl`` (one compact line) for one prompt; the usual footer
     goes to stderr unless ``quiet``."""
     from .. import api
     from ..types import StreamChunk, footer_text
 
-    result, cancelled = _run_one(loaded, prompt, config, top_logprobs)
+    result, cancelled = _run_one(loaded, prompt, config, top_logprobs, chat)
     result.stats.load_s = loaded.load_s
     _write(sys.stdout, api.generation_record(result, config, api.model_identity(loaded)), indent=None if lines else 2)
     if not quiet:
@@ -61,7 +81,14 @@ def run_single(
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
 
 
-def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool, top_logprobs: int = 0) -> int:
+def run_batch(
+    loaded: "LoadedModel",
+    specs: "list[PromptSpec]",
+    *,
+    quiet: bool,
+    top_logprobs: int = 0,
+    chat: ChatPrompt | None = None,
+) -> int:
     """Every prompt of a prompts file, one JSON line each, in file order."""
     from .. import api
 
@@ -70,7 +97,7 @@ def run_batch(loaded: "LoadedModel", specs: "list[PromptSpec]", *, quiet: bool, 
     tokens = 0
     for done, spec in enumerate(specs):
         try:
-            result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs)
+            result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs, chat)
         except KeyboardInterrupt:  # between prompts, before this one produced anything
             sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts.\n")
             return EXIT_INTERRUPTED

@@ -11,6 +11,11 @@ runs and llmbuilder's sliding window applies, exactly as for one-shot generation
 
 A reply is not part of the context until `accept` is called, so a cancelled or regenerated reply leaves
 no trace unless the caller wants it.
+
+Two layouts: a `TurnFormat` (plain ``User:``/``Assistant:`` text, for models without a chat template, such
+as llmbuilder's) or the model's own chat template (`ChatTemplate`, used by default when the tokenizer
+carries one). With a template the whole conversation is rendered again for each reply, and the cache is
+reused for the longest prefix the new rendering shares with the tokens it already holds.
 """
 
 from __future__ import annotations
@@ -20,10 +25,21 @@ from dataclasses import dataclass, field
 from ..config import GenerationConfig
 from ..errors import UsageError
 from ..turns import TurnFormat
-from .generate import TextStream
+from .chat_template import ChatTemplate
+from .generate import TextStream, with_bos
 from .loading import LoadedModel
 
-__all__ = ["Turn", "Conversation"]
+__all__ = ["Turn", "Conversation", "template_for"]
+
+AUTO = "auto"
+
+
+def template_for(tokenizer: object) -> ChatTemplate | None:
+    """The chat template a tokenizer carries (tokenizer_config.json or GGUF metadata), if any."""
+    source = getattr(tokenizer, "chat_template", None)
+    if not source:
+        return None
+    return ChatTemplate(source, getattr(tokenizer, "special_tokens", None) or {})
 
 
 @dataclass
@@ -41,9 +57,20 @@ class Turn:
 class Conversation:
     """The running context of a chat. ``start`` a reply, iterate its stream, then ``accept`` it (or not)."""
 
-    def __init__(self, loaded: LoadedModel, turn_format: TurnFormat | None = None, system: str = "") -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        turn_format: TurnFormat | None = None,
+        system: str = "",
+        template: ChatTemplate | None | str = AUTO,
+    ) -> None:
+        """``template``: "auto" uses the tokenizer's chat template unless a ``turn_format`` is given;
+        a `ChatTemplate` forces one; None forces the turn format."""
         self.loaded = loaded
         self.format = turn_format or TurnFormat()
+        if template == AUTO:
+            template = None if turn_format is not None else template_for(loaded.tokenizer)
+        self.template: ChatTemplate | None = template  # type: ignore[assignment]
         self.turns: list[Turn] = []
         self._cache = loaded.model.new_cache(loaded.block_size)  # (L, 1, H, P, D), reused across turns
         self._cache_ids: list[int] = []  # the tokens whose keys/values the cache holds, from position 0
@@ -56,12 +83,29 @@ class Conversation:
         self.system = text
         self._system_ids = self.loaded.tokenizer.encode(self.format.system_text(text)) if text else []
 
+    def messages(self, user_text: str | None = None) -> list[dict[str, str]]:
+        """The conversation as chat messages (system, then user/assistant turns, then ``user_text``)."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        for t in self.turns:
+            out += [{"role": "user", "content": t.user}, {"role": "assistant", "content": t.reply.strip()}]
+        if user_text is not None:
+            out.append({"role": "user", "content": user_text})
+        return out
+
+    def _render_ids(self, user_text: str | None) -> list[int]:
+        assert self.template is not None
+        messages = self.messages(user_text)
+        if not messages:
+            return []
+        text = self.template.render(messages, add_generation_prompt=user_text is not None)
+        return self.loaded.tokenizer.encode(text)  # the template writes BOS itself where the model wants it
+
     @property
     def context_ids(self) -> list[int]:
-        ids = list(self._system_ids)
-        for t in self.turns:
-            ids += t.ids
-        return ids
+        if self.template is not None:
+            return self._render_ids(None)
+        ids = self.context_ids_raw()
+        return with_bos(self.loaded.tokenizer, ids) if ids else ids
 
     @property
     def block_size(self) -> int:
@@ -88,31 +132,47 @@ class Conversation:
         ]  # fmt: skip
 
     # -- replies ---------------------------------------------------------------------------------
-    def _fit(self, user_ids: list[int], max_new_tokens: int) -> int:
-        """Drop oldest turns until the next reply fits the context; how many were dropped."""
+    def _prompt_ids(self, user_text: str, user_ids: list[int]) -> list[int]:
+        """The tokens the reply continues: the context and the new user turn."""
+        if self.template is not None:
+            return self._render_ids(user_text)
+        return with_bos(self.loaded.tokenizer, self.context_ids_raw() + user_ids)
+
+    def context_ids_raw(self) -> list[int]:
+        """Turn-format layout: the system segment and every turn's segments, without BOS."""
+        ids = list(self._system_ids)
+        for t in self.turns:
+            ids += t.ids
+        return ids
+
+    def _fit(self, user_text: str, user_ids: list[int], max_new_tokens: int) -> tuple[list[int], int]:
+        """Drop oldest turns until the next reply fits the context → (prompt ids, turns dropped)."""
         dropped = 0
-        while self.turns and len(self.context_ids) + len(user_ids) + max_new_tokens > self.block_size:
+        prompt_ids = self._prompt_ids(user_text, user_ids)
+        while self.turns and len(prompt_ids) + max_new_tokens > self.block_size:
             self.turns.pop(0)
             dropped += 1
+            prompt_ids = self._prompt_ids(user_text, user_ids)
         self.dropped_turns += dropped
-        return dropped
+        return prompt_ids, dropped
 
-    def start(self, user_text: str, config: GenerationConfig, *, top_logprobs: int = 0) -> tuple[TextStream, int]:
+    def start(
+        self, user_text: str, config: GenerationConfig, *, top_logprobs: int = 0, load_s: float = 0.0
+    ) -> tuple[TextStream, int]:
         """Begin the reply to ``user_text`` → (its stream, turns dropped to make room)."""
         if not user_text.strip():
             raise UsageError("the message is empty", hint="type something for the model to answer")
-        user_ids = self.loaded.tokenizer.encode(self.format.user_text(user_text))
-        dropped = self._fit(user_ids, config.max_new_tokens)
-        prompt_ids = self.context_ids + user_ids
+        user_ids = [] if self.template is not None else self.loaded.tokenizer.encode(self.format.user_text(user_text))
+        prompt_ids, dropped = self._fit(user_text, user_ids, config.max_new_tokens)
         reuse = 0
         for a, b in zip(self._cache_ids, prompt_ids[: len(prompt_ids) - 1]):  # keep at least one token to run
             if a != b:
                 break
             reuse += 1
-        stops = tuple(dict.fromkeys((*config.stop, *self.format.stops)))
+        stops = config.stop if self.template is not None else tuple(dict.fromkeys((*config.stop, *self.format.stops)))
         stream = TextStream(
             self.loaded, user_text, config.replace(stop=stops), top_logprobs=top_logprobs,
-            prompt_ids=prompt_ids, cache=self._cache, cached=reuse,
+            prompt_ids=prompt_ids, cache=self._cache, cached=reuse, load_s=load_s,
         )  # fmt: skip
         self._cache_ids = prompt_ids[:reuse]  # what stays valid while the stream overwrites the rest
         self._pending = (user_text, user_ids, stream)
@@ -130,7 +190,9 @@ class Conversation:
         self._pending = None
         self._remember_cache(stream)
         reply = stream.text
-        reply_ids = self.loaded.tokenizer.encode(reply.rstrip() + self.format.end) if reply.strip() else []
+        reply_ids = []
+        if self.template is None and reply.strip():
+            reply_ids = self.loaded.tokenizer.encode(reply.rstrip() + self.format.end)
         turn = Turn(user=user_text, reply=reply, user_ids=user_ids, reply_ids=reply_ids)
         self.turns.append(turn)
         return turn

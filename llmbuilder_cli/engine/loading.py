@@ -257,6 +257,8 @@ def resolve_model_file(path: str | Path) -> Path:
     model inside a run directory (llmbuilder's files first; else a single ``.pt`` or ``.gguf`` file)."""
     p = Path(path).expanduser()
     if p.is_file():
+        if p.suffix in (".json", ".safetensors") and hf_dir.is_hf_dir(p.parent):
+            return p.parent  # config.json or a weights file of a Hugging Face directory: the directory
         return p
     if p.is_dir():
         if hf_dir.is_hf_dir(p):

@@ -117,10 +117,9 @@ class RopeSpec:
             if merged.get("factor") is None:
                 raise _bad_config(source, f"{kind} RoPE scaling needs a factor")
             _float(merged, "factor", source, 1.0)
-        if kind in ("llama3", "yarn"):
-            orig = merged.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings"))
-            if orig is not None:
-                merged["original_max_position_embeddings"] = orig
+        if kind in ("llama3", "yarn") and cfg.get("original_max_position_embeddings") is not None:
+            # A top-level value overrides the one in the rope settings (as transformers does).
+            merged["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
         if kind == "llama3":
             for key in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
                 if merged.get(key) is None:

@@ -196,15 +196,22 @@ def _loaded(
         return model_path, 0.0
     model_path, tokenizer_path = resolve_model_arg(model_path, tokenizer_path)
     file = loading.resolve_model_file(model_path)
-    st = file.stat()
     tok = None if tokenizer_path in (None, "") else str(Path(tokenizer_path).expanduser().resolve())
-    key = (str(file.resolve()), st.st_mtime_ns, st.st_size, tok, device or "auto", num_heads, dtype)
+    key = (str(file.resolve()), _fingerprint(file), tok, device or "auto", num_heads, dtype)
     if key in _cache:
         return _cache[key], 0.0
     loaded = loading.load(file, tokenizer_path, device=device, num_heads=num_heads, dtype=dtype)
     _cache.clear()
     _cache[key] = loaded
     return loaded, loaded.load_s
+
+
+def _fingerprint(path: Path) -> tuple[int, int]:
+    """(newest modification time, total size) of a model file, or of the files of a model directory,
+    so a replaced weights file is never served from the cache."""
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    return max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats)
 
 
 def stream_text(

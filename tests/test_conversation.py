@@ -78,3 +78,19 @@ def test_turn_format_is_validated():
         TurnFormat(stops=("",))
     f = TurnFormat(user="Q: {text}\n", assistant="A:", stops=["\nQ:"])
     assert f.user_text("hi") == "Q: hi\nA:" and f.stops == ("\nQ:",)
+
+
+def test_the_cache_starts_small_and_grows_exactly(tiny_loaded, monkeypatch):
+    import llmbuilder_cli.engine.conversation as conversation
+
+    monkeypatch.setattr(conversation, "INITIAL_CACHE", 8)
+    conv = Conversation(tiny_loaded, system="a story about a frog")
+    assert conv._cache.max_len == 8
+    replies = []
+    for text in ("once upon a time", "the little owl", "the end"):
+        stream, result, _, _ = run_turn(conv, text)
+        fresh = TextStream(tiny_loaded, text, GREEDY, prompt_ids=stream.prompt_ids)  # no cache at all
+        assert result.token_ids == fresh.result().token_ids
+        replies.append(result.text)
+        conv.accept()
+    assert 8 < conv._cache.max_len <= tiny_loaded.block_size

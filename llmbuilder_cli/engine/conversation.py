@@ -32,6 +32,7 @@ from .loading import LoadedModel
 __all__ = ["Turn", "Conversation", "template_for"]
 
 AUTO = "auto"
+INITIAL_CACHE = 1024  # positions preallocated for a new chat
 
 
 def template_for(tokenizer: object) -> ChatTemplate | None:
@@ -72,7 +73,9 @@ class Conversation:
             template = None if turn_format is not None else template_for(loaded.tokenizer)
         self.template: ChatTemplate | None = template  # type: ignore[assignment]
         self.turns: list[Turn] = []
-        self._cache = loaded.model.new_cache(loaded.block_size)  # (L, 1, H, P, D), reused across turns
+        # Reused across turns; sized for what the chat needs so far (a long-context model's full cache
+        # would cost hundreds of MB up front) and grown by doubling, up to the model's context.
+        self._cache = loaded.model.new_cache(min(loaded.block_size, INITIAL_CACHE))
         self._cache_ids: list[int] = []  # the tokens whose keys/values the cache holds, from position 0
         self._pending: tuple[str, list[int], TextStream] | None = None
         self.dropped_turns = 0  # turns removed by the overflow policy so far
@@ -164,6 +167,11 @@ class Conversation:
             raise UsageError("the message is empty", hint="type something for the model to answer")
         user_ids = [] if self.template is not None else self.loaded.tokenizer.encode(self.format.user_text(user_text))
         prompt_ids, dropped = self._fit(user_text, user_ids, config.max_new_tokens)
+        needed = min(len(prompt_ids) + config.max_new_tokens - 1, self.block_size)
+        if self._cache.max_len < needed:  # grow: a new cache, and the prefix is run again once
+            size = min(self.block_size, max(needed, 2 * self._cache.max_len))
+            self._cache = self.loaded.model.new_cache(size)
+            self._cache_ids = []
         reuse = 0
         for a, b in zip(self._cache_ids, prompt_ids[: len(prompt_ids) - 1]):  # keep at least one token to run
             if a != b:

@@ -156,7 +156,7 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "junk.pt").write_bytes(b"\x80\x04junk" * 100)
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    for name, message in [("empty.pt", "not a readable PyTorch checkpoint"),
+    for name, message in [("empty.pt", r"is empty \(0 bytes\)"),
                           ("junk.pt", "not a readable PyTorch checkpoint"),
                           ("list.pt", "holds a list")]:
         with pytest.raises(ModelLoadError, match=message):

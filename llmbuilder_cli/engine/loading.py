@@ -298,7 +298,31 @@ def default_tokenizer_path(model_file: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------ checkpoint
+_DAMAGED = "the file may be damaged or of another format; re-export it with llmbuilder"
+
+
+def _sniff(file: Path) -> None:
+    """Refuse what cannot be a PyTorch checkpoint before unpickling anything, with a plain reason."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+    except PermissionError:
+        raise ModelLoadError(f"cannot read {file}: permission denied", hint="check the file's permissions") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {file}: {exc.strerror or exc}", hint="check the path") from None
+    if not head:
+        raise ModelLoadError(f"{file} is empty (0 bytes)", hint="the download or save did not finish; save it again")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return  # a zip archive (torch.save's format) or a legacy pickle: let torch's safe loader judge
+    kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "data of an unknown format"
+    raise ModelLoadError(
+        f"{file} is not a PyTorch checkpoint (it holds {kind})",
+        hint="pass llmbuilder's model.pt, a trainer checkpoint, a Hugging Face directory or a .gguf file",
+    )
+
+
 def _torch_load(file: Path) -> Any:
+    _sniff(file)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols; our error says enough
             warnings.simplefilter("ignore")
@@ -306,25 +330,28 @@ def _torch_load(file: Path) -> Any:
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "unsupported global" in msg.lower():  # torch's weights-only unpickler refused an object
-            found = re.search(r"GLOBAL (\S+)", msg)
-            what = "Python objects that a safe (weights-only) load refuses"
-            if found:
-                what = f"a pickled Python object ({found.group(1)}) that a safe (weights-only) load refuses"
             if "quantiz" in msg.lower() or "packed" in msg.lower():
-                what = "quantized (int8) packed parameters"
+                raise ModelLoadError(
+                    f"{file} contains quantized (int8) packed parameters",
+                    hint="export the model unquantized (float32 or float16) with llmbuilder and load that file",
+                ) from None
+            found = re.search(r"GLOBAL (\S+)", msg)
+            what = f" ({found.group(1)})" if found else ""
             raise ModelLoadError(
-                f"{file} contains {what}",
-                hint="export the model unquantized (float32 or float16) with llmbuilder and load that file",
+                f"{file} contains a pickled Python object{what}, which a safe weights-only load refuses "
+                "(nothing in it was run)",
+                hint="load only files you trust; re-save just the weights (the state_dict) with torch.save",
             ) from None
-        raise ModelLoadError(
-            f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})",
-            hint="the file may be damaged or of another format; re-export it with llmbuilder",
-        ) from None
+        raise ModelLoadError(f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})", hint=_DAMAGED) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
-        raise ModelLoadError(
-            f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})",
-            hint="the file may be damaged or of another format; re-export it with llmbuilder",
-        ) from None
+        text = str(exc)
+        if "central directory" in text or isinstance(exc, EOFError):
+            reason = "it is truncated: the end of the archive is missing"
+        elif "not in a subdirectory" in text or "archive/data.pkl" in text or "data.pkl" in text:
+            reason = "a zip archive, but not one written by torch.save"
+        else:
+            reason = _first_line(exc)
+        raise ModelLoadError(f"{file} is not a readable PyTorch checkpoint ({reason})", hint=_DAMAGED) from None
 
 
 def _first_line(exc: BaseException) -> str:

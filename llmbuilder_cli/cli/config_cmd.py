@@ -17,6 +17,7 @@ import typer
 
 from .. import settings as st
 from ..errors import ConfigError, UsageError
+from .completion import complete_profile, complete_setting_key, complete_setting_value
 
 config_app = typer.Typer(
     help="Show and change saved settings: profiles of default options (see 'config show').",
@@ -27,7 +28,8 @@ config_app = typer.Typer(
 
 ProfileOpt = Annotated[
     Optional[str],
-    typer.Option("--profile", "-P", help="Profile to use. Default: LLMBUILDER_PROFILE, else the default profile."),
+    typer.Option("--profile", "-P", help="Profile to use. Default: LLMBUILDER_PROFILE, else the default profile.",
+                 autocompletion=complete_profile),
 ]
 
 
@@ -114,8 +116,10 @@ def _stored(key: str, text: str) -> Any:
 
 @config_app.command("set", context_settings={"ignore_unknown_options": True})
 def set_command(
-    key: Annotated[str, typer.Argument(help="Setting, e.g. temperature, top_k, max_tokens, model.")],
-    value: Annotated[str, typer.Argument(help="Its value; several stop strings are separated by '|'.")],
+    key: Annotated[str, typer.Argument(help="Setting, e.g. temperature, top_k, max_tokens, model.",
+                                       autocompletion=complete_setting_key)],
+    value: Annotated[str, typer.Argument(help="Its value; several stop strings are separated by '|'.",
+                                         autocompletion=complete_setting_value)],
     profile: ProfileOpt = None,
 ) -> None:
     """Save KEY = VALUE in a profile (created when new); checked before anything is written."""
@@ -142,7 +146,7 @@ def set_command(
 
 @config_app.command("unset")
 def unset_command(
-    key: Annotated[str, typer.Argument(help="Setting to remove from the profile.")],
+    key: Annotated[str, typer.Argument(help="Setting to remove from the profile.", autocompletion=complete_setting_key)],
     profile: ProfileOpt = None,
 ) -> None:
     """Remove KEY from a profile (the next layer — model defaults or built-in — applies again)."""
@@ -161,7 +165,9 @@ def unset_command(
 
 
 @config_app.command("use")
-def use_command(name: Annotated[str, typer.Argument(help="Profile to use when no --profile is given.")]) -> None:
+def use_command(
+    name: Annotated[str, typer.Argument(help="Profile to use when no --profile is given.", autocompletion=complete_profile)],
+) -> None:
     """Make NAME the default profile."""
     settings = st.Settings.read()
     if name not in settings.profiles:
@@ -176,7 +182,9 @@ def use_command(name: Annotated[str, typer.Argument(help="Profile to use when no
 
 
 @config_app.command("remove")
-def remove_command(name: Annotated[str, typer.Argument(help="Profile to delete.")]) -> None:
+def remove_command(
+    name: Annotated[str, typer.Argument(help="Profile to delete.", autocompletion=complete_profile)],
+) -> None:
     """Delete a profile (and stop using it by default)."""
     settings = st.Settings.read()
     if name not in settings.profiles:

@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .completion import complete_model
+
 export_app = typer.Typer(
     help="Export a model for other tools.",
     no_args_is_help=True,
@@ -43,7 +45,9 @@ def _quote(path: str) -> str:
 @export_app.command("hf")
 def hf_command(
     model: Annotated[
-        str, typer.Argument(help="llmbuilder model file or run directory ('demo' for the built-in demo model).")
+        str,
+        typer.Argument(help="llmbuilder model file or run directory ('demo' for the built-in demo model).",
+                       autocompletion=complete_model),
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Directory to write (must be new or empty).")],
     tokenizer: Annotated[

@@ -16,6 +16,7 @@ from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..types import StreamChunk, footer_text
+from .completion import complete_chat_template, complete_device, complete_dtype, complete_model, complete_profile
 from .display_mode import use_live_display
 
 _D = GenerationConfig()  # the defaults, shown in --help
@@ -124,6 +125,7 @@ def text_command(
             help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt. "
             "Default: the built-in demo model ('demo').",
             rich_help_panel=P_MODEL,
+            autocompletion=complete_model,
         ),
     ] = None,
     tokenizer: Annotated[
@@ -140,6 +142,7 @@ def text_command(
         typer.Option(
             "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps. [default: auto]",
             rich_help_panel=P_MODEL,
+            autocompletion=complete_device,
         ),
     ] = None,
     dtype: Annotated[
@@ -149,6 +152,7 @@ def text_command(
             help="Precision the model runs in: auto (float32 on CPU/MPS; bfloat16, else float16, on CUDA), "
             "float32, bfloat16 or float16. [default: auto]",
             rich_help_panel=P_MODEL,
+            autocompletion=complete_dtype,
         ),
     ] = None,
     profile: Annotated[
@@ -158,6 +162,7 @@ def text_command(
             help="Settings profile to use (see 'llmbuilder config profiles'). Default: LLMBUILDER_PROFILE, "
             "else the default profile. Flags and LLMBUILDER_* variables override its values.",
             rich_help_panel=P_MODEL,
+            autocompletion=complete_profile,
         ),
     ] = None,
     num_heads: Annotated[
@@ -332,6 +337,7 @@ def text_command(
             help="For --chat and --interactive: 'auto' (the model's template, else plain User:/Assistant: turns), "
             "'none' (always plain turns) or a Jinja template file. [default: auto]",
             rich_help_panel=P_MODES,
+            autocompletion=complete_chat_template,
         ),
     ] = None,
     setup: Annotated[

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .completion import complete_model
+
 
 def _size(n: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -96,6 +98,7 @@ def info_command(
             help="llmbuilder model file or run directory, Hugging Face model directory, or .gguf file. "
             "Default: the built-in demo model ('demo').",
             show_default=False,
+            autocompletion=complete_model,
         ),
     ] = None,
     tokenizer: Annotated[

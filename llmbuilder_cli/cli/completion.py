@@ -1,0 +1,203 @@
+"""Shell completion: the candidates for option values, and the scripts that ask the program for them.
+
+The scripts (``completions/`` in the source tree, ``share/`` in an installation, or what
+``llmbuilder --install-completion`` writes) are Typer's: on Tab the shell runs ``llmbuilder`` with
+``_LLMBUILDER_COMPLETE=complete_<shell>`` and the words typed so far; Click finds the option or argument
+being completed and calls one of the callbacks below. So commands and options always complete from the
+running program, and only the small shell glue is a file.
+
+A callback returns ``(value, help)`` pairs (zsh and fish show the help). An empty list hands the word
+back to the shell's own file-name completion (bash ``-o default``, zsh ``_files``, fish files), which
+handles directories, ``~`` and quoting better than a list can; path options therefore list files
+themselves only when a keyword (``demo``, ``auto``, ``none``) also matches what was typed.
+
+Everything here is cheap and torch-free: each Tab starts a fresh process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from .. import settings as st
+
+__all__ = [
+    "PROG_NAME",
+    "COMPLETE_VAR",
+    "SHELLS",
+    "DEVICES",
+    "DTYPES",
+    "complete_model",
+    "complete_path",
+    "complete_device",
+    "complete_dtype",
+    "complete_chat_template",
+    "complete_profile",
+    "complete_setting_key",
+    "complete_setting_value",
+    "completion_script",
+]
+
+PROG_NAME = "llmbuilder"
+#: The environment variable that turns a run into a completion request (Click's naming rule).
+COMPLETE_VAR = "_LLMBUILDER_COMPLETE"
+#: Shell → (file name under completions/, where a package installs it, relative to the prefix).
+SHELLS: dict[str, tuple[str, str]] = {
+    "bash": ("llmbuilder.bash", "share/bash-completion/completions"),
+    "zsh": ("_llmbuilder", "share/zsh/site-functions"),
+    "fish": ("llmbuilder.fish", "share/fish/vendor_completions.d"),
+}
+
+Candidates = list[tuple[str, str]]
+
+DEVICES: Candidates = [
+    ("auto", "CUDA, else MPS, else CPU"),
+    ("cpu", "the processor"),
+    ("cuda", "the first CUDA/ROCm GPU (cuda:N for another)"),
+    ("mps", "the Apple GPU"),
+]
+_DTYPE_HELP = {
+    "auto": "float32 on CPU/MPS; bfloat16, else float16, on CUDA",
+    "float32": "full precision",
+    "bfloat16": "half the memory, float32's range",
+    "float16": "half the memory, GPUs",
+}
+DTYPES: Candidates = [(name, _DTYPE_HELP.get(name, "")) for name in st.DTYPES]
+_TEMPLATE_WORDS: Candidates = [
+    ("auto", "the model's chat template, else plain User:/Assistant: turns"),
+    ("none", "always plain User:/Assistant: turns"),
+]
+_BOOLEANS: Candidates = [("true", ""), ("false", "")]
+_MAX_LISTED = 200  # paths listed beside the keywords, at most
+
+
+def _matching(words: Candidates, incomplete: str) -> Candidates:
+    return [(w, h) for w, h in words if w.startswith(incomplete)]
+
+
+def _listing(incomplete: str) -> Candidates:
+    """Files and directories (``dir/``) that start with ``incomplete``, spelled as typed (``~`` kept);
+    hidden ones only when the name being typed starts with a dot."""
+    if "/" in incomplete:
+        head, name = incomplete.rsplit("/", 1)
+        prefix, where = head + "/", Path(os.path.expanduser(head)) if head else Path("/")
+    else:
+        prefix, name, where = "", incomplete, Path(".")
+    out: Candidates = []
+    try:
+        entries = sorted(os.scandir(where), key=lambda e: e.name)
+    except OSError:
+        return out
+    for e in entries:
+        if not e.name.startswith(name) or (e.name.startswith(".") and not name.startswith(".")):
+            continue
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        out.append((prefix + e.name + ("/" if is_dir else ""), ""))
+        if len(out) >= _MAX_LISTED:
+            break
+    return out
+
+
+def _words_or_files(words: Candidates, incomplete: str) -> Candidates:
+    """The keywords that match, with the matching paths beside them; nothing (→ the shell's own file
+    completion) when no keyword matches."""
+    found = _matching(words, incomplete)
+    return found + _listing(incomplete) if found else []
+
+
+def complete_path(incomplete: str) -> Candidates:
+    """Any path: left to the shell's file-name completion."""
+    return []
+
+
+def complete_model(incomplete: str) -> Candidates:
+    """``--model`` / MODEL: ``demo`` (the built-in model) or a file or directory."""
+    return _words_or_files([("demo", "the built-in demo model")], incomplete)
+
+
+def complete_device(incomplete: str) -> Candidates:
+    """``--device``: auto, cpu, cuda, mps."""
+    return _matching(DEVICES, incomplete)
+
+
+def complete_dtype(incomplete: str) -> Candidates:
+    """``--dtype``: auto, float32, bfloat16, float16."""
+    return _matching(DTYPES, incomplete)
+
+
+def complete_chat_template(incomplete: str) -> Candidates:
+    """``--chat-template``: auto, none, or a Jinja template file."""
+    return _words_or_files(_TEMPLATE_WORDS, incomplete)
+
+
+def complete_profile(incomplete: str) -> Candidates:
+    """Profile names from the settings file (nothing when it is missing or damaged: no error on Tab)."""
+    try:
+        settings = st.Settings.read()
+    except Exception:  # a damaged file is reported by the commands themselves, never while completing
+        return []
+    default = settings.default_profile or ("default" if "default" in settings.profiles else None)
+    out: Candidates = []
+    for name, values in settings.profiles.items():
+        keys = ", ".join(values) if isinstance(values, dict) and values else "empty"
+        out.append((name, ("default profile: " if name == default else "") + keys))
+    return _matching(out, incomplete)
+
+
+def complete_setting_key(incomplete: str) -> Candidates:
+    """``config set/unset KEY``: every setting, with its one-line help."""
+    return _matching(list(st.KEYS.items()), incomplete)
+
+
+def complete_setting_value(ctx: typer.Context, incomplete: str) -> Candidates:
+    """``config set KEY VALUE``: values for the KEY already typed (devices, dtypes, true/false, paths)."""
+    try:
+        key = st.canonical_key(str(ctx.params.get("key") or ""))
+    except Exception:
+        return []
+    if key == "device":
+        return complete_device(incomplete)
+    if key == "dtype":
+        return complete_dtype(incomplete)
+    if key == "model":
+        return complete_model(incomplete)
+    if key in ("do_sample", "ignore_eos"):
+        return _matching(_BOOLEANS, incomplete)
+    if key == "threads":
+        return _matching([("auto", "1 for small models, else torch's default")], incomplete)
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+_HEADER = """\
+# {shell} completion for llmbuilder (llmbuilder-cli).
+# Generated by scripts/gen_completions.py from the program's own completion script; do not edit.
+# The program computes the candidates (commands, options, profiles, devices, dtypes, paths) on Tab.
+# Use: {use}
+"""
+_USE = {
+    "bash": "copy it to ~/.local/share/bash-completion/completions/llmbuilder, "
+    "or source it from ~/.bashrc",
+    "zsh": "copy it as _llmbuilder into a directory on $fpath (before compinit runs)",
+    "fish": "copy it to ~/.config/fish/completions/llmbuilder.fish",
+}
+
+
+def completion_script(shell: str) -> str:
+    """The completion script for ``shell`` (bash, zsh or fish) as shipped in ``completions/``: the script
+    ``llmbuilder --show-completion``/``--install-completion`` produce, under a comment header."""
+    from typer.completion import get_completion_script
+
+    if shell not in SHELLS:
+        raise ValueError(f"no completion script for {shell!r} (shells: {', '.join(SHELLS)})")
+    body = get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=shell).strip()
+    header = _HEADER.format(shell=shell, use=_USE[shell])
+    if body.startswith("#compdef"):  # zsh reads the first line: it must stay first
+        first, _, rest = body.partition("\n")
+        return f"{first}\n{header}{rest.lstrip(chr(10))}\n"
+    return f"{header}\n{body}\n"

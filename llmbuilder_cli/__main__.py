@@ -1,6 +1,6 @@
 """``python -m llmbuilder_cli`` runs the same CLI as the ``llmbuilder`` command."""
 
-from .cli.app import run
+from .entry import run
 
 if __name__ == "__main__":
     run()

@@ -105,7 +105,7 @@ def test_load_errors_exit_3(tmp_path):
     assert_one_line_error(p, 3, "model not found", "--model")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     p = run("generate", "text", "-m", str(tmp_path / "junk.pt"), "-t", str(TOKENIZER_DIR), "-p", "hi")
-    assert_one_line_error(p, 3, "not a readable PyTorch checkpoint")
+    assert_one_line_error(p, 3, "not a PyTorch checkpoint (it holds text)")
     p = run("generate", "text", "-m", str(MODEL_PT), "-t", str(tmp_path), "-p", "hi")
     assert_one_line_error(p, 3, "no tokenizer.model or tokenizer.json")
 

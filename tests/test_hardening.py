@@ -276,3 +276,14 @@ def test_settings_write_on_a_full_disk_changes_nothing(tmp_path, monkeypatch):
         st.update(lambda doc: doc["profiles"]["a"].__setitem__("top_k", 4), path)
     assert path.read_text(encoding="utf-8") == "[profiles.a]\ntop_k = 3\n"
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_the_same_seed_gives_the_same_bytes_in_every_mode():
+    args = [*BASE[:-1], "--temperature", "1.3", "--top-k", "0", "--seed", "1234", "--max-tokens", "40",
+            "-p", "once upon a time", "--no-echo", "-q"]
+    plain = [run(*args) for _ in range(2)]
+    as_json = json.loads(run(*args, "--json").stdout)
+    as_jsonl = json.loads(run(*args, "--jsonl").stdout)
+    assert plain[0].returncode == 0 and plain[0].stdout == plain[1].stdout
+    assert plain[0].stdout == as_json["text"] + "\n" and as_json["text"] == as_jsonl["text"]
+    assert as_json["token_ids"] == as_jsonl["token_ids"] and as_json["stats"]["seed"] == 1234

@@ -1,8 +1,9 @@
 """Where llmbuilder-cli keeps its own files (settings, small state markers). Standard library only.
 
-``LLMBUILDER_HOME`` overrides everything; otherwise ``$XDG_CONFIG_HOME/llmbuilder`` or
-``~/.config/llmbuilder`` (on Windows ``%APPDATA%\\llmbuilder``). Nothing is created until something
-needs to be written, and a home that cannot be written never stops a command.
+``LLMBUILDER_HOME`` overrides everything; otherwise the platform's application directory, as Typer's
+``get_app_dir`` names it: ``$XDG_CONFIG_HOME/llmbuilder`` or ``~/.config/llmbuilder`` on Linux,
+``~/Library/Application Support/llmbuilder`` on macOS, ``%APPDATA%\\llmbuilder`` on Windows. Nothing is
+created until something needs to be written, and a home that cannot be written never stops a command.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def home_dir() -> Path:
         return Path(explicit).expanduser()
     if sys.platform == "win32" and os.environ.get("APPDATA"):
         return Path(os.environ["APPDATA"]) / "llmbuilder"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "llmbuilder"
     xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
     return base / "llmbuilder"

@@ -3,7 +3,8 @@
 `main` runs the app without Click's standalone mode so that every failure reaches one place and becomes
 one line on stderr, ``Error: <what> — <how to fix>``, with the documented exit code (see errors.py).
 ``LLMBUILDER_DEBUG=1`` shows the traceback instead. Nothing here imports torch; the generate command
-imports the engine only when it runs.
+imports the engine only when it runs, so ``--help``, ``--version`` and shell completion (Typer's
+``--install-completion``/``--show-completion``; see completion.py) stay fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
+from .completion import complete_profile
 from .config_cmd import config_app
+from .doctor import doctor_command
 from .export import export_app
 from .generate import text_command
 from .info import info_command
@@ -27,7 +30,7 @@ app = typer.Typer(
     help="Generate text with language models trained by llmbuilder.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 generate_app = typer.Typer(
@@ -41,12 +44,15 @@ generate_app.command("text")(text_command)
 app.command("info")(info_command)
 app.add_typer(export_app, name="export")
 app.add_typer(config_app, name="config")
+app.command("doctor")(doctor_command)
 
 
 @app.command("setup")
 def setup_command(
     profile: Annotated[
-        Optional[str], typer.Option("--profile", help="Start from this profile's values (and offer to update it).")
+        Optional[str],
+        typer.Option("--profile", help="Start from this profile's values (and offer to update it).",
+                     autocompletion=complete_profile),
     ] = None,
 ) -> int:
     """Guided setup: choose a model and every setting with explanations, then run and/or save a profile."""
@@ -61,9 +67,29 @@ def invoke(argv: Sequence[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
+def version_text() -> str:
+    """What ``--version`` prints: this tool's version, then torch's, tokenizers' and Python's. Read from
+    the installed packages' metadata, so torch is not imported (``--version`` stays fast)."""
+    import platform
+    from importlib import metadata
+
+    def installed(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"llmbuilder-cli {__version__}\n"
+        f"torch {installed('torch')}\n"
+        f"tokenizers {installed('tokenizers')}\n"
+        f"Python {platform.python_version()} ({platform.system() or 'unknown system'})\n"
+    )
+
+
 def _version(value: bool) -> None:
     if value:
-        print(f"llmbuilder-cli {__version__}")
+        sys.stdout.write(version_text())
         raise typer.Exit(0)
 
 
@@ -71,7 +97,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the versions of llmbuilder-cli, torch and tokenizers, and exit."),
     ] = None,
 ) -> None:
     """Generate text with language models trained by llmbuilder."""

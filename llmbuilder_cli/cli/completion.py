@@ -183,21 +183,36 @@ _HEADER = """\
 _USE = {
     "bash": "copy it to ~/.local/share/bash-completion/completions/llmbuilder, "
     "or source it from ~/.bashrc",
-    "zsh": "copy it as _llmbuilder into a directory on $fpath (before compinit runs)",
+    "zsh": "copy it as _llmbuilder into a directory on $fpath (before compinit runs), or source it "
+    "from ~/.zshrc after compinit",
     "fish": "copy it to ~/.config/fish/completions/llmbuilder.fish",
 }
 
 
+_ZSH_REGISTER = "compdef _llmbuilder_completion llmbuilder"
+_ZSH_AUTOLOAD = """\
+# Autoloaded from $fpath, this file is the body of the function _llmbuilder that zsh calls on every Tab:
+# complete right away (the first Tab included). Sourced, it registers the completer for later Tabs.
+if [[ ${zsh_eval_context[-1]} == (loadautofunc|shfunc) ]]; then
+  _llmbuilder_completion "$@"
+else
+  compdef _llmbuilder_completion llmbuilder
+fi"""
+
+
 def completion_script(shell: str) -> str:
     """The completion script for ``shell`` (bash, zsh or fish) as shipped in ``completions/``: the script
-    ``llmbuilder --show-completion``/``--install-completion`` produce, under a comment header."""
+    ``llmbuilder --show-completion`` prints (what ``--install-completion`` installs) under a comment
+    header; for zsh it also completes on the first Tab when autoloaded from ``$fpath``."""
     from typer.completion import get_completion_script
 
     if shell not in SHELLS:
         raise ValueError(f"no completion script for {shell!r} (shells: {', '.join(SHELLS)})")
     body = get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=shell).strip()
     header = _HEADER.format(shell=shell, use=_USE[shell])
-    if body.startswith("#compdef"):  # zsh reads the first line: it must stay first
+    if shell == "zsh" and body.startswith("#compdef"):  # zsh reads the first line: it must stay first
+        if body.endswith(_ZSH_REGISTER):
+            body = body[: -len(_ZSH_REGISTER)] + _ZSH_AUTOLOAD
         first, _, rest = body.partition("\n")
-        return f"{first}\n{header}{rest.lstrip(chr(10))}\n"
+        return f"{first}\n{header}{rest}\n"
     return f"{header}\n{body}\n"

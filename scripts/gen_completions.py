@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in stale:
             print(f"stale: {path.relative_to(ROOT)} (run: python scripts/gen_completions.py)", file=sys.stderr)
         return 1 if stale else 0
-    OUT_DIR.mkdir(exist_ok=True)
     for path, text in expected_files().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)

@@ -71,7 +71,8 @@ def write_profiles(home: Path) -> None:
 def test_committed_scripts_match_the_generator():
     stale = gen_completions.stale_files()
     assert not stale, f"run: python scripts/gen_completions.py (stale: {[p.name for p in stale]})"
-    assert sorted(p.name for p in (ROOT / "completions").iterdir()) == sorted(n for n, _ in comp.SHELLS.values())
+    files = sorted(p.relative_to(ROOT / "completions").as_posix() for p in (ROOT / "completions").rglob("*") if p.is_file())
+    assert files == sorted(n for n, _ in comp.SHELLS.values())
 
 
 def test_scripts_are_what_the_program_shows_and_installs():
@@ -200,7 +201,7 @@ def test_bash_completes_through_the_shipped_script(home, tmp_path):
     write_profiles(home)
     env = env_for(home)
     env["PATH"] = str(wrapper_bin(tmp_path)) + os.pathsep + env["PATH"]
-    script = ROOT / "completions" / "llmbuilder.bash"
+    script = ROOT / "completions" / "bash" / "llmbuilder"
 
     def complete(words: str, cword: int) -> list[str]:
         code = (f"source '{script}'\n"
@@ -226,7 +227,7 @@ def test_fish_completes_through_the_shipped_script(home, tmp_path):
     env = env_for(home)
     env["PATH"] = str(wrapper_bin(tmp_path)) + os.pathsep + env["PATH"]
     (tmp_path / "model.gguf").write_bytes(b"")
-    code = (f"source '{ROOT / 'completions' / 'llmbuilder.fish'}'\n"
+    code = (f"source '{ROOT / 'completions' / 'fish' / 'llmbuilder.fish'}'\n"
             "complete -C 'llmbuilder generate text --device '\n"
             "echo ---\n"
             "complete -C 'llmbuilder generate text --profile '\n"
@@ -249,7 +250,7 @@ def test_zsh_completes_on_the_first_tab_from_fpath(home, tmp_path):
     env["PATH"] = str(wrapper_bin(tmp_path)) + os.pathsep + env["PATH"]
     child = spawn_pty("zsh", ["-f", "-i"], env=env, encoding="utf-8", timeout=30, dimensions=(40, 200))
     try:
-        child.sendline(f"fpath=('{ROOT / 'completions'}' $fpath); autoload -Uz compinit; "
+        child.sendline(f"fpath=('{ROOT / 'completions' / 'zsh'}' $fpath); autoload -Uz compinit; "
                        f"compinit -u -d '{tmp_path / 'zcompdump'}'; echo READY")
         child.expect("READY\r\n")
         for words, want in (("llmbuilder generate text --device ", "CUDA, else MPS, else CPU"),  # the first Tab
@@ -274,7 +275,7 @@ def test_install_completion_detects_bash_and_installs_the_script(tmp_path, home)
                        env=env, capture_output=True, text=True, timeout=60)
     assert "bash completion installed" in p.stdout, p.stdout + p.stderr
     installed = fake_home / ".bash_completions" / "llmbuilder.sh"
-    assert installed.read_text(encoding="utf-8").strip() in (ROOT / "completions" / "llmbuilder.bash").read_text()
+    assert installed.read_text(encoding="utf-8").strip() in (ROOT / "completions" / "bash" / "llmbuilder").read_text()
     assert f"source '{installed}'" in (fake_home / ".bashrc").read_text(encoding="utf-8")
 
 

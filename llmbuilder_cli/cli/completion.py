@@ -43,11 +43,12 @@ __all__ = [
 PROG_NAME = "llmbuilder"
 #: The environment variable that turns a run into a completion request (Click's naming rule).
 COMPLETE_VAR = "_LLMBUILDER_COMPLETE"
-#: Shell → (file name under completions/, where a package installs it, relative to the prefix).
+#: Shell → (file under completions/, the directory under the installation prefix the wheel puts it in:
+#: where bash-completion, zsh and fish look for completions of system-wide and --user installs).
 SHELLS: dict[str, tuple[str, str]] = {
-    "bash": ("llmbuilder.bash", "share/bash-completion/completions"),
-    "zsh": ("_llmbuilder", "share/zsh/site-functions"),
-    "fish": ("llmbuilder.fish", "share/fish/vendor_completions.d"),
+    "bash": ("bash/llmbuilder", "share/bash-completion/completions"),
+    "zsh": ("zsh/_llmbuilder", "share/zsh/site-functions"),
+    "fish": ("fish/llmbuilder.fish", "share/fish/vendor_completions.d"),
 }
 
 Candidates = list[tuple[str, str]]

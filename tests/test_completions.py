@@ -139,6 +139,7 @@ def test_profiles_from_the_settings_file(home, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ program round trip
+@pytest.mark.slow
 def test_bash_requests(home, tmp_path):
     write_profiles(home)
     assert {"generate", "info", "config", "export", "setup", "doctor"} <= set(bash_request(["llmbuilder", ""], home))

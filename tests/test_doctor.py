@@ -190,3 +190,18 @@ def test_version_names_the_tool_torch_and_tokenizers_without_importing_torch():
     p = subprocess.run(cli_cmd("--version"), capture_output=True, text=True, env=cli_env(), timeout=60)
     print(f"llmbuilder --version: {time.perf_counter() - t0:.2f} s")
     assert p.returncode == 0 and p.stdout == got["out"] and p.stderr == ""
+
+
+def test_text_for_a_gpu_machine(home):
+    """The CUDA and MPS branches of the text report, on a report as a GPU machine would give it."""
+    r = doctor.collect()
+    ok = {"ok": True, "max_relative_error": 0.001, "matmul_ms": 0.01}
+    dtypes = {"float32": ok, "bfloat16": {**ok, "speed_vs_float32": 8.0}, "float16": {"ok": False, "error": "boom"}}
+    r["devices"]["cuda"] = {"available": True, "devices": [
+        {"index": 0, "name": "GPU X", "capability": "9.0", "memory_gib": 139.8, "bf16_supported": True, "dtypes": dtypes}]}
+    r["devices"]["mps"] = {"available": True, "dtypes": dtypes}
+    r["auto"] = {"ok": True, "device": "cuda:0", "dtype": "bfloat16"}
+    text = doctor.format_report(r)
+    assert "cuda:0" in text and "GPU X (compute 9.0, 139.8 GiB, bf16 supported)" in text
+    assert "bfloat16 ok (matmul 8x float32's speed); float16 FAILS (boom)" in text
+    assert "cuda:0, bfloat16" in text

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 
@@ -133,23 +131,6 @@ def test_demo_story_ends_on_eos():
     assert r.finish_reason.value == "eos"
     assert r.text.rstrip()[-1] in '.!?"'
     assert 60 <= len(r.token_ids) < 400
-
-
-def test_wheel_contains_the_demo(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "llmbuilder_cli", src / "llmbuilder_cli", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = (tmp_path / "dist").glob("llmbuilder_cli-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for rel in ("model.pt", "model.metadata.json", "training.json", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"):
-        assert f"llmbuilder_cli/demo_model/{rel}" in names, rel
-    with zipfile.ZipFile(wheel) as z:
-        assert hashlib.sha256(z.read("llmbuilder_cli/demo_model/model.pt")).hexdigest() == REPORT["model"]["sha256"]
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -140,7 +140,8 @@ def text_command(
     device: Annotated[
         Optional[str],
         typer.Option(
-            "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps. [default: auto]",
+            "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.",
+            show_default="auto",
             rich_help_panel=P_MODEL,
             autocompletion=complete_device,
         ),
@@ -150,7 +151,8 @@ def text_command(
         typer.Option(
             "--dtype",
             help="Precision the model runs in: auto (float32 on CPU/MPS; bfloat16, else float16, on CUDA), "
-            "float32, bfloat16 or float16. [default: auto]",
+            "float32, bfloat16 or float16.",
+            show_default="auto",
             rich_help_panel=P_MODEL,
             autocompletion=complete_dtype,
         ),
@@ -223,18 +225,18 @@ def text_command(
     ] = None,
     temperature: Annotated[
         Optional[float],
-        typer.Option(help=f"{FIELD_HELP['temperature']} [default: {_D.temperature}]", rich_help_panel=P_SAMPLING),
+        typer.Option(help=FIELD_HELP['temperature'], show_default=str(_D.temperature), rich_help_panel=P_SAMPLING),
     ] = None,
     top_k: Annotated[
-        Optional[int], typer.Option(help=f"{FIELD_HELP['top_k']} [default: {_D.top_k}]", rich_help_panel=P_SAMPLING)
+        Optional[int], typer.Option(help=FIELD_HELP['top_k'], show_default=str(_D.top_k), rich_help_panel=P_SAMPLING)
     ] = None,
     top_p: Annotated[
-        Optional[float], typer.Option(help=f"{FIELD_HELP['top_p']} [default: {_D.top_p}]", rich_help_panel=P_SAMPLING)
+        Optional[float], typer.Option(help=FIELD_HELP['top_p'], show_default=str(_D.top_p), rich_help_panel=P_SAMPLING)
     ] = None,
     repetition_penalty: Annotated[
         Optional[float],
         typer.Option(
-            help=f"{FIELD_HELP['repetition_penalty']} [default: {_D.repetition_penalty}]", rich_help_panel=P_SAMPLING
+            help=FIELD_HELP['repetition_penalty'], show_default=str(_D.repetition_penalty), rich_help_panel=P_SAMPLING
         ),
     ] = None,
     seed: Annotated[
@@ -244,13 +246,13 @@ def text_command(
     max_tokens: Annotated[
         Optional[int],
         typer.Option(
-            "--max-tokens", help=f"{FIELD_HELP['max_new_tokens']} [default: {_D.max_new_tokens}]", rich_help_panel=P_LENGTH
+            "--max-tokens", help=FIELD_HELP['max_new_tokens'], show_default=str(_D.max_new_tokens), rich_help_panel=P_LENGTH
         ),
     ] = None,
     min_tokens: Annotated[
         Optional[int],
         typer.Option(
-            "--min-tokens", help=f"{FIELD_HELP['min_new_tokens']} [default: {_D.min_new_tokens}]", rich_help_panel=P_LENGTH
+            "--min-tokens", help=FIELD_HELP['min_new_tokens'], show_default=str(_D.min_new_tokens), rich_help_panel=P_LENGTH
         ),
     ] = None,
     stop: Annotated[
@@ -335,7 +337,8 @@ def text_command(
         typer.Option(
             "--chat-template",
             help="For --chat and --interactive: 'auto' (the model's template, else plain User:/Assistant: turns), "
-            "'none' (always plain turns) or a Jinja template file. [default: auto]",
+            "'none' (always plain turns) or a Jinja template file.",
+            show_default="auto",
             rich_help_panel=P_MODES,
             autocompletion=complete_chat_template,
         ),

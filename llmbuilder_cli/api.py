@@ -453,6 +453,11 @@ def interactive_cli(
     if chat_template != "auto":
         template = chat_template_choice(loaded, chat_template)
     read_line = None
+    if input_stream is None and not _is_terminal(sys.stdin) and hasattr(sys.stdin, "reconfigure"):
+        try:  # a line that is not UTF-8 becomes one clear error for that line, not a crash of the chat
+            sys.stdin.reconfigure(errors="surrogateescape")
+        except (ValueError, OSError):
+            pass
     if input_stream is None and _is_terminal(sys.stdin) and _is_terminal(sys.stderr):
         from .chat import COMMANDS
         from .line_editor import terminal_reader

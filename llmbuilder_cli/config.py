@@ -6,8 +6,10 @@ fields (`seed`, `stop`, `ignore_eos`) follow. The CLI, the Python API (and later
 `/set`) all build their values through this class, so a rule is written once.
 
 Rules that differ from llmbuilder, on purpose:
-  * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values and values between
-    0 and ``MIN_TEMPERATURE`` (1e-5) are rejected.
+  * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values, values between
+    0 and ``MIN_TEMPERATURE`` (1e-5) and values above ``MAX_SCALE`` (1e6) are rejected.
+  * ``repetition_penalty`` lies in [1/MAX_SCALE, MAX_SCALE]: beyond that float32 logits turn into 0 or
+    inf and the distribution stops meaning anything (at 1e6 it is already flat or a point mass).
   * ``top_k`` of ``None`` or ``0`` disables top-k; ``top_p`` of ``None`` or ``1.0`` disables top-p.
   * ``min_new_tokens`` exists (llmbuilder documents it but raises ``TypeError``): EOS is suppressed until
     that many tokens were generated. Stop strings are *not* deferred by it.
@@ -31,6 +33,7 @@ __all__ = [
     "FIELD_GUIDE",
     "TEMPERATURE_PRESETS",
     "MIN_TEMPERATURE",
+    "MAX_SCALE",
     "parse_field_value",
 ]
 
@@ -116,6 +119,10 @@ _MAX_SEED = 2**63 - 1
 #: distribution is a point mass anyway: use 0 (greedy) for that.
 MIN_TEMPERATURE = 1e-5
 
+#: Largest temperature and repetition penalty (and 1/MAX_SCALE the smallest penalty): logits are float32,
+#: and dividing by a number float32 cannot hold would turn every score into 0 or NaN.
+MAX_SCALE = 1e6
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -135,10 +142,10 @@ class GenerationConfig:
 
     max_new_tokens: int = 100  # tokens to generate at most; > 0
     min_new_tokens: int = 0  # EOS is blocked until this many new tokens exist; 0 <= n <= max_new_tokens
-    temperature: float = 0.8  # logits are divided by it; 0 = greedy; finite, >= 0
+    temperature: float = 0.8  # logits are divided by it; 0 = greedy; else MIN_TEMPERATURE..MAX_SCALE
     top_k: int | None = 50  # None or 0 = off; else keep logits >= the k-th largest (ties survive)
     top_p: float | None = 0.9  # None or 1.0 = off; else 0 < p <= 1, llmbuilder's boundary rule
-    repetition_penalty: float = 1.0  # CTRL-style, whole sequence; 1.0 = off; finite, > 0
+    repetition_penalty: float = 1.0  # CTRL-style, whole sequence; 1.0 = off; 1/MAX_SCALE..MAX_SCALE
     do_sample: bool = True  # False = greedy (argmax)
     seed: int | None = None  # None = a fresh random seed per generation (reported in the stats)
     stop: tuple[str, ...] = field(default=())  # output is cut before the first stop string
@@ -186,9 +193,9 @@ class GenerationConfig:
         if (
             not _is_number(self.temperature)
             or not math.isfinite(self.temperature)
-            or not (self.temperature == 0.0 or self.temperature >= MIN_TEMPERATURE)
+            or not (self.temperature == 0.0 or MIN_TEMPERATURE <= self.temperature <= MAX_SCALE)
         ):
-            fail("temperature", f"0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}")
+            fail("temperature", f"0 (greedy) or a number from {MIN_TEMPERATURE:g} to {MAX_SCALE:g}")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
             fail("top_k", "a whole number >= 0 (0 disables top-k)")
         if self.top_p is not None and (
@@ -198,9 +205,9 @@ class GenerationConfig:
         if (
             not _is_number(self.repetition_penalty)
             or not math.isfinite(self.repetition_penalty)
-            or self.repetition_penalty <= 0
+            or not 1 / MAX_SCALE <= self.repetition_penalty <= MAX_SCALE
         ):
-            fail("repetition_penalty", "a finite number > 0 (1.0 is off)")
+            fail("repetition_penalty", f"a number from {1 / MAX_SCALE:g} to {MAX_SCALE:g} (1.0 is off)")
         if not isinstance(self.do_sample, bool):
             fail("do_sample", "true or false")
         if not isinstance(self.ignore_eos, bool):

@@ -70,6 +70,7 @@ KEYS: dict[str, str] = {**RUN_KEYS, **{k: FIELD_HELP[k] for k in GENERATION_KEYS
 ALIASES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_THREADS = 1024  # a saved setting must fit any machine; each run checks its own machine's limit too
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -134,6 +135,13 @@ def check_value(key: str, value: Any) -> Any:
     def bad(rule: str) -> ConfigError:
         return ConfigError(f"{key} must be {rule} (got {value!r})", hint=KEYS[key], field=key)
 
+    for text in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"{key} is not valid UTF-8 text", hint="pass UTF-8 text", field=key) from None
+
     if key in GENERATION_KEYS:
         if key == "stop":
             if isinstance(value, str):
@@ -149,9 +157,9 @@ def check_value(key: str, value: Any) -> Any:
             raise bad("a value of the right type") from None
         return value
     if key == "threads":
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS):
             return value
-        raise bad("a whole number >= 1 or 'auto'")
+        raise bad(f"a whole number from 1 to {MAX_THREADS}, or 'auto'")
     if not isinstance(value, str):
         raise bad("text")
     if key in ("model", "tokenizer"):

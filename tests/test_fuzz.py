@@ -500,9 +500,17 @@ def _token_generator(run, seed: int) -> None:
             traces.append(gen.last_trace)
         return tokens, traces
 
-    tokens, traces = generate()
     V = len(rows[0])
     limit = V if vocab_limit is None else vocab_limit
+    try:
+        tokens, traces = generate()
+    except GenerationError as exc:
+        # Only legitimate when min_new_tokens blocks EOS and EOS is every token the vocabulary allows:
+        # no token can be given, and the engine says so instead of breaking its own rule.
+        assert "every token was ruled out" in str(exc), exc
+        assert cfg.min_new_tokens > 0 and not cfg.ignore_eos and set(range(limit)) <= set(eos_ids), exc
+        RAN["token_generator"] += 1
+        return
     assert 1 <= len(tokens) <= cfg.max_new_tokens
     for i, tok in enumerate(tokens):
         assert 0 <= tok < limit, (tok, limit)

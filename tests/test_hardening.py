@@ -161,6 +161,10 @@ CASES = [
     Case("cuda-without-cuda", _args("--device", "cuda"), 2, "CUDA is not available"),
     Case("unknown-dtype", _args("--dtype", "float64"), 2, "unknown dtype"),
     Case("unknown-option", _args("--frobnicate"), 2, "No such option"),
+    Case("invalid-utf8-argument", _args("-p", "a\udcff"), 2, "the text is not valid UTF-8", prompt=False),
+    Case("too-many-threads", _args("--threads", "100000"), 2, "threads must be a whole number from 1 to 1024"),
+    Case("name-too-long", lambda d: ["-m", str(d / ("a" * 300)), "-t", str(TOKENIZER_DIR)], 3,
+         "File name too long"),
     # bad text
     Case("empty-prompt", _args("-p", ""), 2, "the prompt is empty", prompt=False),
     Case("prompt-empty-after-tokenization", _args("-p", "   "), 2, "the prompt is empty", prompt=False),
@@ -287,3 +291,12 @@ def test_the_same_seed_gives_the_same_bytes_in_every_mode():
     assert plain[0].returncode == 0 and plain[0].stdout == plain[1].stdout
     assert plain[0].stdout == as_json["text"] + "\n" and as_json["text"] == as_jsonl["text"]
     assert as_json["token_ids"] == as_jsonl["token_ids"] and as_json["stats"]["seed"] == 1234
+
+
+def test_threads_are_capped_by_this_machine():
+    from llmbuilder_cli.engine.loading import choose_threads, max_threads
+    from llmbuilder_cli.errors import UsageError
+
+    assert choose_threads(max_threads(), 10) == max_threads()
+    with pytest.raises(UsageError, match="more than this machine can use"):
+        choose_threads(max_threads() + 1, 10)

@@ -39,7 +39,7 @@ def test_full_wizard_run_saves_a_profile_and_generates(tmp_path):
     answer(child, "Decoding:", "\r")  # sampling
     answer(child, "Style:", DOWN + DOWN + "\r")  # balanced → creative → custom
     answer(child, "Temperature", CLEAR + "-2\r")
-    child.expect("temperature must be 0 \\(greedy\\) or a finite number")  # refused in place
+    child.expect("temperature must be 0 \\(greedy\\) or a number from 1e-05")  # refused in place
     child.send(CLEAR + "0.7\r")
     answer(child, "Top-k", "\r")
     answer(child, "Top-p", "\r")

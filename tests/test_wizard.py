@@ -81,7 +81,7 @@ def test_full_sampling_run_with_invalid_answers_refused_in_place():
     assert "model not found" in refused[("Model", "nope/model.pt")]
     assert "tokenizer" in refused[("Tokenizer", str(MODEL_PT.parent))].lower()
     assert "temperature must be a number" in refused[("Temperature", "hot")]
-    assert "temperature must be 0 (greedy) or a finite number" in refused[("Temperature", "-1")]
+    assert "temperature must be 0 (greedy) or a number from 1e-05 to 1e+06" in refused[("Temperature", "-1")]
     assert "top_p must be a number in (0, 1]" in refused[("Top-p", "1.5")]
     assert "max_new_tokens must be a whole number >= 1" in refused[("Maximum new tokens", "0")]
     assert "must not exceed max_new_tokens (40)" in refused[("Minimum new tokens", "50")]

@@ -106,8 +106,13 @@ def _stored(key: str, text: str) -> Any:
     value = st.parse_value(key, text)
     if key in ("model", "tokenizer") and value != "demo":
         p = Path(value).expanduser()
-        if not p.exists():
-            raise ConfigError(f"{key} path not found: {p}", hint="check the path", field=key)
+        try:
+            found = p.exists()
+        except OSError as exc:  # e.g. a name longer than the system allows
+            raise ConfigError(f"{key} path cannot be used: {exc.strerror or exc}", hint="check the path",
+                              field=key) from None
+        if not found:
+            raise ConfigError(f"{key} path not found: {str(p)[:200]}", hint="check the path", field=key)
         value = str(p.resolve())
     if value is None:  # "off": top_k 0, top_p 1.0 (TOML has no null); seed/others: nothing to store
         value = {"top_k": 0, "top_p": 1.0}.get(key)

@@ -18,6 +18,7 @@ CUDA when supported, else float16).
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import time
@@ -230,7 +231,18 @@ def choose_threads(requested: int | str, num_parameters: int) -> int:
         return 1 if num_parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise UsageError(f"threads must be 'auto' or a whole number >= 1 (got {requested!r})", hint="use threads=1")
+    limit = max_threads()
+    if requested > limit:
+        raise UsageError(
+            f"{requested} threads is more than this machine can use (at most {limit}: 4 per CPU core)",
+            hint=f"use --threads {os.cpu_count() or 1} (one per core) or leave it out",
+        )
     return requested
+
+
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: 4 per core (far more only costs memory, or crashes torch)."""
+    return 4 * (os.cpu_count() or 1)
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -256,6 +268,13 @@ def resolve_model_file(path: str | Path) -> Path:
     """What ``path`` names: a model file itself, a Hugging Face model directory (returned as is), or the
     model inside a run directory (llmbuilder's files first; else a single ``.pt`` or ``.gguf`` file)."""
     p = Path(path).expanduser()
+    try:
+        p.stat()
+    except FileNotFoundError:
+        pass  # reported below with the usual message
+    except OSError as exc:  # a name too long, a loop of links, a path through a file, no permission
+        raise ModelLoadError(f"cannot use the model path {str(p)[:120]!r}: {exc.strerror or exc}",
+                             hint="check the --model path") from None
     if p.is_file():
         if p.suffix in (".json", ".safetensors") and hf_dir.is_hf_dir(p.parent):
             return p.parent  # config.json or a weights file of a Hugging Face directory: the directory

@@ -22,6 +22,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from ..config import GenerationConfig
+from ..errors import GenerationError
 
 __all__ = [
     "SamplingContext",
@@ -95,7 +96,8 @@ class SuppressTokens:
 
 @dataclass(frozen=True)
 class MinNewTokens:
-    """Block the EOS ids while fewer than ``min_new_tokens`` new tokens exist."""
+    """Block the EOS ids while fewer than ``min_new_tokens`` new tokens exist. (If EOS is the only token
+    left, the step has no token to give and `select` raises a clear `GenerationError`.)"""
 
     min_new_tokens: int
     eos_ids: tuple[int, ...]
@@ -178,17 +180,40 @@ def apply_processors(
     return logits
 
 
+def _no_token(logits: torch.Tensor) -> GenerationError:
+    if bool(torch.isnan(logits).any()):
+        return GenerationError(
+            "the model produced NaN scores for the next token",
+            hint="run it in float32 (--dtype float32); if that fails too, the weights are damaged",
+        )
+    return GenerationError(
+        "every token was ruled out for the next step (all scores are -inf)",
+        hint="loosen the settings (min tokens, top-k, top-p), or check the model's weights",
+    )
+
+
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """softmax over the processed logits; removed tokens (-inf) get probability 0."""
-    return torch.softmax(logits, dim=-1)
+    """softmax over the processed logits; removed tokens (-inf) get probability 0.
+
+    Edge cases always give a valid distribution or a clear error: tokens at +inf (a temperature so
+    small that z / T overflowed) share all the mass equally; NaN scores, or every token at -inf, raise
+    `GenerationError`.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    if bool(torch.isfinite(probs).all()):
+        return probs
+    top = logits == float("inf")
+    if bool(top.any()) and not bool(torch.isnan(logits).any()):
+        return top.to(probs.dtype) / top.sum()  # a point mass (shared by ties) on the +inf tokens
+    raise _no_token(logits)
 
 
 def select(logits: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
-    """The next token id from processed logits (V,)."""
+    """The next token id from processed logits (V,); `GenerationError` when no token can be chosen."""
     if greedy:
-        return int(torch.argmax(logits))  # first index among equal maxima
-    probs = probabilities(logits)
-    if not bool(torch.isfinite(probs).all()):
-        # A temperature so small that z / T overflowed: the distribution is a point mass on the argmax.
-        return int(torch.argmax(logits))
-    return int(torch.multinomial(probs, 1, generator=generator))
+        token = int(torch.argmax(logits))  # first index among equal maxima (NaN would win: checked)
+        value = float(logits[token])
+        if value != value or value == float("-inf"):
+            raise _no_token(logits)
+        return token
+    return int(torch.multinomial(probabilities(logits), 1, generator=generator))

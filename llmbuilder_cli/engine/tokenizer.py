@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
 
-from ..errors import TokenizerError
+from ..errors import TokenizerError, UsageError
 
 __all__ = [
     "Tokenizer",
@@ -56,6 +56,19 @@ class Tokenizer(Protocol):
     def id_to_token(self, token_id: int) -> str: ...  # the raw piece/token string, for display
 
 
+def checked_text(text: str) -> str:
+    """``text`` if it can be encoded as UTF-8; lone surrogates (bytes that were not UTF-8, carried in by
+    the command line or a pipe) raise a `UsageError` instead of a tokenizer crash."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            "the text is not valid UTF-8 (it carries bytes that are not UTF-8)",
+            hint="pass UTF-8 text (check the terminal's or file's encoding)",
+        ) from None
+    return text
+
+
 class SentencePieceTokenizer:
     kind = "sentencepiece"
 
@@ -80,7 +93,7 @@ class SentencePieceTokenizer:
         self.special_tokens: dict[str, str] = {}
 
     def encode(self, text: str) -> list[int]:
-        return list(self._sp.encode(text))
+        return list(self._sp.encode(checked_text(text)))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode(list(ids))
@@ -169,7 +182,7 @@ class HFTokenizer:
         return False
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        return list(self._tok.encode(checked_text(text), add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
@@ -224,6 +237,13 @@ def resolve_tokenizer_file(path: str | Path) -> Path:
     """The tokenizer file for ``path``, in llmbuilder-compatible order:
     directory with tokenizer.model → directory with tokenizer.json → a .model file → a .json file."""
     p = Path(path).expanduser()
+    try:
+        p.stat()
+    except FileNotFoundError:
+        pass  # reported below with the usual message
+    except OSError as exc:  # a name too long, a loop of links, a path through a file, no permission
+        raise TokenizerError(f"cannot use the tokenizer path {str(p)[:120]!r}: {exc.strerror or exc}",
+                             hint="check the --tokenizer path") from None
     if p.is_dir():
         for name in ("tokenizer.model", "tokenizer.json"):
             if (p / name).is_file():

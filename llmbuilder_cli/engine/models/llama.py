@@ -22,6 +22,12 @@ never reaches past the window and plain causal attention is exact.
 full forward from position 0; only the last position's logits are computed, returned in float32.
 Attention is ``torch.nn.functional.scaled_dot_product_attention`` (the kernel transformers uses by default,
 so float32 results match it closely).
+
+Decoding one token is a few hundred small torch calls, so the layer is laid out to need few of them
+(float32 results stay bit-identical to the straightforward formulation; tests/test_perf_llama.py):
+q|k|v and gate|up are each one fused linear layer (``engine/kernels.py`` picks the product per dtype, or
+int8 weight-only with ``quantize="int8"``), queries and keys are rotated together with cos/sin tables
+computed once, and RMSNorm is torch's fused function.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelLoadError
+from ..kernels import QUANTIZATIONS, LinearLike, make_linear
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
 
@@ -187,44 +194,66 @@ def rope_frequencies(spec: RopeSpec, dim: int, max_pos: int, seq_len: int | None
 
 
 class _Rotary:
-    """cos/sin tables for a range of positions; for ``dynamic`` RoPE it keeps the reference's state (the
-    frequencies grow with the longest sequence seen and reset once a sequence fits the trained length)."""
+    """cos/sin tables for a range of positions, in the layout `_rope` uses; for ``dynamic`` RoPE it keeps
+    the reference's state (the frequencies grow with the longest sequence seen and reset once a sequence
+    fits the trained length).
+
+    The tables are computed once for positions 0..n-1 (n grows by doubling as sequences get longer) and
+    sliced per call, with the values the per-call formula gives (the same float32 products, cos and sin).
+    ``sin`` is stored with its first half negated, so that rotating needs one swap of the halves of x:
+    ``x·cos + swap(x)·sin`` equals ``x·cos + rotate_half(x)·sin`` exactly (−a·b = a·(−b) in IEEE)."""
 
     def __init__(self, spec: RopeSpec, dim: int, max_pos: int, device: torch.device) -> None:
         self.spec, self.dim, self.max_pos, self.device = spec, dim, max_pos, device
         inv, self.scale = rope_frequencies(spec, dim, max_pos)
         self.inv_freq = self.original = inv.to(device)  # (D/2,) float32
         self.longest = max_pos
+        self._tables: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # dtype → (n, D) cos, sin
 
     def _update_dynamic(self, seq_len: int) -> None:
+        inv = self.inv_freq
         if seq_len > self.longest:
             self.inv_freq = rope_frequencies(self.spec, self.dim, self.max_pos, seq_len)[0].to(self.device)
             self.longest = seq_len
         if seq_len < self.max_pos < self.longest:
             self.inv_freq, self.longest = self.original, self.max_pos
+        if self.inv_freq is not inv:
+            self._tables.clear()
 
-    def cos_sin(self, start: int, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.spec.kind == "dynamic":
-            self._update_dynamic(end)
+    def _compute(self, start: int, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(start, end, device=self.device, dtype=torch.float32)  # (T,)
         freqs = pos[:, None] * self.inv_freq[None, :]  # (T, D/2)
         angles = torch.cat((freqs, freqs), dim=-1)  # (T, D)
         cos, sin = angles.cos(), angles.sin()
         if self.scale != 1.0:
             cos, sin = cos * self.scale, sin * self.scale
+        half = self.dim // 2
+        sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # first half negated (see the class doc)
         return cos.to(dtype), sin.to(dtype)
 
+    def cos_sin(self, start: int, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and (half-negated) sin for positions start..end-1, each (T, D) in ``dtype``."""
+        if self.spec.kind == "dynamic":
+            self._update_dynamic(end)
+        table = self._tables.get(dtype)
+        if table is None or table[0].shape[0] < end:
+            n = max(end, 2 * (table[0].shape[0] if table is not None else 128))
+            table = self._tables[dtype] = self._compute(0, n, dtype)
+        return table[0][start:end], table[1][start:end]
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (B, T, N, D) by cos/sin (T, 1, D) from `_Rotary` (sin with its first half negated)."""
+    B, T, N, D = x.shape
+    swapped = x.view(B, T, N, 2, D // 2).flip(3).view(B, T, N, D)  # halves exchanged
+    return x * cos + swapped * sin
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm with the statistics in float32 and the result cast back before the weight."""
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+    """RMSNorm, statistics in float32: torch's fused kernel. In float32 it is the reference arithmetic
+    exactly; in 16-bit dtypes it rounds once at the end instead of also before the weight (closer to the
+    float32 result than the reference's two roundings)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -357,57 +386,97 @@ class KVCache:
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
+        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer: (B, KVH, S, D) views
         self.max_len = max_len
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start + k.shape[2]  # k, v: (B, KVH, T, D)
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, KVH, end, D)
+        ck, cv = self._layers[layer]
+        T = k.shape[2]  # k, v: (B, KVH, T, D)
+        ck.narrow(2, start, T).copy_(k)
+        cv.narrow(2, start, T).copy_(v)
+        return ck.narrow(2, 0, start + T), cv.narrow(2, 0, start + T)  # (B, KVH, start+T, D)
 
 
 # -------------------------------------------------------------------------------------------- model
 class _Block:
-    """Weights of one decoder layer (plain tensors, transformers' names shortened)."""
+    """One decoder layer: its norms and its linear layers, q|k|v and gate|up each fused into one."""
 
-    __slots__ = ("ln1", "ln2", "q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "o_w", "o_b",
-                 "gate_w", "gate_b", "up_w", "up_b", "down_w", "down_b")
+    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down")
 
-    def __init__(self, sd: Mapping[str, torch.Tensor], p: str) -> None:
-        self.ln1 = sd[p + "input_layernorm.weight"]  # (C,)
-        self.ln2 = sd[p + "post_attention_layernorm.weight"]  # (C,)
-        self.q_w, self.q_b = sd[p + "self_attn.q_proj.weight"], sd.get(p + "self_attn.q_proj.bias")  # (H·D, C)
-        self.k_w, self.k_b = sd[p + "self_attn.k_proj.weight"], sd.get(p + "self_attn.k_proj.bias")  # (KVH·D, C)
-        self.v_w, self.v_b = sd[p + "self_attn.v_proj.weight"], sd.get(p + "self_attn.v_proj.bias")  # (KVH·D, C)
-        self.o_w, self.o_b = sd[p + "self_attn.o_proj.weight"], sd.get(p + "self_attn.o_proj.bias")  # (C, H·D)
-        self.gate_w, self.gate_b = sd[p + "mlp.gate_proj.weight"], sd.get(p + "mlp.gate_proj.bias")  # (I, C)
-        self.up_w, self.up_b = sd[p + "mlp.up_proj.weight"], sd.get(p + "mlp.up_proj.bias")  # (I, C)
-        self.down_w, self.down_b = sd[p + "mlp.down_proj.weight"], sd.get(p + "mlp.down_proj.bias")  # (C, I)
+    def __init__(self, take: Callable[[str], Any], p: str, quantize: str | None, dtype: torch.dtype) -> None:
+        def fused(*names: str) -> LinearLike:
+            ws = [take(p + n + ".weight") for n in names]
+            bs = [take(p + n + ".bias") for n in names]
+            w = ws[0] if len(ws) == 1 else torch.cat(ws)  # (ΣN, K)
+            b = None if bs[0] is None else bs[0] if len(bs) == 1 else torch.cat(bs)
+            del ws, bs
+            return make_linear(w, b, quantize=quantize, dtype=dtype)
+
+        self.ln1 = take(p + "input_layernorm.weight")  # (C,)
+        self.ln2 = take(p + "post_attention_layernorm.weight")  # (C,)
+        self.qkv = fused("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # (H·D + 2·KVH·D, C)
+        self.o = fused("self_attn.o_proj")  # (C, H·D)
+        self.gate_up = fused("mlp.gate_proj", "mlp.up_proj")  # (2I, C)
+        self.down = fused("mlp.down_proj")  # (C, I)
 
 
 class Llama:
     """Inference-only Llama-family decoder, built from a state dict with transformers' tensor names
-    (validated by ``engine/hf_dir.py``), all tensors already in the dtype and on the device to run on."""
+    (validated by ``engine/hf_dir.py``), all tensors already in the dtype and on the device to run on.
 
-    def __init__(self, config: LlamaConfig, state_dict: Mapping[str, torch.Tensor]) -> None:
+    ``quantize="int8"`` stores every linear layer (and a tied head/embedding) as int8 weights with
+    per-row scales (``engine/kernels.py``); norms, attention and the residual stream stay in the dtype.
+    ``consume=True`` removes entries from ``state_dict`` (a dict) as they are used, so the unfused copies
+    are freed layer by layer instead of at the end (peak memory: the weights plus one layer)."""
+
+    def __init__(self, config: LlamaConfig, state_dict: Mapping[str, torch.Tensor], *,
+                 quantize: str | None = None, consume: bool = False) -> None:
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZATIONS}")
+        sd = state_dict
+
+        def take(name: str) -> Any:  # the tensor, or None for an absent (optional) bias
+            return sd.pop(name, None) if consume and isinstance(sd, dict) else sd.get(name)
+
         self.config = config
         self.architecture = config.model_type
-        self.embed = state_dict["model.embed_tokens.weight"]  # (V, C)
-        self.lm_head = self.embed if config.tie_word_embeddings else state_dict["lm_head.weight"]  # (V, C)
-        self.norm = state_dict["model.norm.weight"]  # (C,)
-        self.blocks = [_Block(state_dict, f"model.layers.{i}.") for i in range(config.n_layer)]
+        self.quantization = quantize
+        self.norm = take("model.norm.weight")  # (C,)
+        dtype = self.norm.dtype
+        embed = take("model.embed_tokens.weight")  # (V, C)
+        if config.tie_word_embeddings:
+            self.lm_head = make_linear(embed, quantize=quantize, dtype=dtype)  # (V, C), also the embedding
+            self._embed: torch.Tensor | None = None
+        else:
+            self.lm_head = make_linear(take("lm_head.weight"), quantize=quantize, dtype=dtype)  # (V, C)
+            self._embed = embed  # (V, C)
+        del embed
+        self.blocks = [_Block(take, f"model.layers.{i}.", quantize, dtype) for i in range(config.n_layer)]
         self.act = _ACTIVATIONS[config.hidden_act]
-        self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.embed.device)
+        self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.norm.device)
         self.scale = 1.0 / math.sqrt(config.head_dim)
         self.gqa = config.n_kv_head != config.n_head
 
     @property
     def device(self) -> torch.device:
-        return self.embed.device
+        return self.norm.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.dtype
+        return self.norm.dtype
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of every weight the model holds (what one decoded token streams from memory, about)."""
+        layers = [self.lm_head] + [lin for b in self.blocks for lin in (b.qkv, b.o, b.gate_up, b.down)]
+        norms = [self.norm] + [t for b in self.blocks for t in (b.ln1, b.ln2)]
+        if self._embed is not None:
+            norms.append(self._embed)
+        return sum(lin.nbytes for lin in layers) + sum(t.numel() * t.element_size() for t in norms)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, T, C) of ``ids`` (B, T)."""
+        return self.lm_head.rows(ids) if self._embed is None else self._embed[ids]
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
         c = self.config
@@ -424,29 +493,30 @@ class Llama:
         if cache is None and start != 0:
             raise ValueError("a forward without a cache must start at position 0")
         H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
+        NQK = H + KVH  # heads that are rotated: the queries, then the keys
 
-        x = self.embed[ids]  # (B, T, C)
+        x = self.embed(ids)  # (B, T, C)
         cos, sin = self.rotary.cos_sin(start, end, x.dtype)  # (T, D) each
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, D)
         mask = None  # SDPA boolean mask: True = may attend
         if T > 1 and start > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril_(start)  # (T, end)
         causal = T > 1 and start == 0
         for i, blk in enumerate(self.blocks):
             h = _rms_norm(x, blk.ln1, eps)  # (B, T, C)
-            q = F.linear(h, blk.q_w, blk.q_b).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-            k = F.linear(h, blk.k_w, blk.k_b).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-            v = F.linear(h, blk.v_w, blk.v_b).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
+            qk = _rope(qkv[..., : NQK * D].view(B, T, NQK, D), cos, sin)  # (B, T, H + KVH, D)
+            q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+            k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
+            v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (B, KVH, end, D)
             o = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=self.gqa
             )  # (B, H, T, D)
-            o = o.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H·D)
-            x = x + F.linear(o, blk.o_w, blk.o_b)
-            h = _rms_norm(x, blk.ln2, eps)
-            mlp = self.act(F.linear(h, blk.gate_w, blk.gate_b)) * F.linear(h, blk.up_w, blk.up_b)  # (B, T, I)
-            x = x + F.linear(mlp, blk.down_w, blk.down_b)
-        last = _rms_norm(x[:, -1, :], self.norm, eps)  # (B, C)
-        return F.linear(last, self.lm_head).float()  # (B, V)
+            x = x + blk.o(o.transpose(1, 2).reshape(B, T, H * D))
+            gu = blk.gate_up(_rms_norm(x, blk.ln2, eps))  # (B, T, 2I)
+            gate, up = gu.chunk(2, dim=-1)  # (B, T, I) each
+            x = x + blk.down(self.act(gate) * up)
+        last = _rms_norm(x[:, -1:, :], self.norm, eps)  # (B, 1, C)
+        return self.lm_head(last)[:, 0].float()  # (B, V)

@@ -1,0 +1,136 @@
+"""Weights of the linear layers and the products that run them, chosen once per weight at load time.
+
+Decoding one token multiplies one row of activations by every weight matrix: the speed is set by how
+fast the kernel streams the weights from memory, and the fastest eager torch call for that differs by
+dtype (measured on a 2-core AVX-512 CPU, SmolLM2-135M shapes; see benchmarks/README.md):
+
+* float32: ``F.linear`` (MKL); other one-row formulations were not faster and would change the
+  float32 results, which must stay equal to the reference implementations.
+* bfloat16 / float16 on CPU: ``torch.mv`` for a single row streams the weights about 1.5x faster than
+  ``F.linear``; several rows (a prompt) still go through ``F.linear``.
+* int8 weight-only (`Int8Linear`, `quantize_int8`): symmetric per-output-channel scales, weights stored
+  as int8 (a quarter of float32's bytes) and multiplied by ``torch.ops.aten._weight_int8pack_mm`` on CPU
+  with 16-bit activations (float32 activations are rounded to bfloat16 for the product: that kernel is
+  ~10x slower in float32); elsewhere (or without that kernel) the weight is dequantized per call.
+
+Every layer object is called as ``layer(x)`` with ``x`` (..., K) → (..., N), in the activation dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Linear", "Int8Linear", "LinearLike", "make_linear", "quantize_int8", "has_int8_kernel", "QUANTIZATIONS"]
+
+#: Values of ``load(..., quantize=...)``: None (weights in the model dtype) or "int8" (weight-only).
+QUANTIZATIONS = (None, "int8")
+
+_INT8_MAX = 127.0
+
+
+class Linear:
+    """A dense weight (N, K) and optional bias (N,), in the activation dtype."""
+
+    __slots__ = ("weight", "bias", "_mv")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight = weight  # (N, K)
+        self.bias = bias  # (N,) or None
+        # One-row products on CPU in 16-bit floats: torch.mv streams the weights faster than F.linear.
+        self._mv = weight.device.type == "cpu" and weight.dtype in (torch.bfloat16, torch.float16)
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        b = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        return self.weight.numel() * self.weight.element_size() + b
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._mv and x.numel() == x.shape[-1]:
+            y = torch.mv(self.weight, x.reshape(-1))  # (N,)
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(*x.shape[:-1], y.shape[0])
+        return F.linear(x, self.weight, self.bias)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of the weight for an embedding lookup (a tied head is also the token embedding)."""
+        return self.weight[ids]
+
+
+class Int8Linear:
+    """A weight stored as int8 (N, K) with one scale per output row: ``w ≈ qweight * scale[:, None]``."""
+
+    __slots__ = ("qweight", "scale", "bias", "dtype", "_kernel", "_kernel_scale")
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+        self.qweight = qweight  # (N, K) int8
+        self.dtype = dtype  # the activation dtype
+        self.scale = scale.to(dtype)  # (N,)
+        self.bias = bias  # (N,) in dtype, or None
+        # The CPU kernel, in bfloat16 for float32 activations (there it is much faster than in float32).
+        kdtype = torch.bfloat16 if dtype == torch.float32 else dtype
+        self._kernel = has_int8_kernel(qweight.device, kdtype, qweight.shape[1])
+        self._kernel_scale = scale.to(kdtype) if self._kernel else None  # (N,)
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        b = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        return self.qweight.numel() + self.scale.numel() * self.scale.element_size() + b
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if self._kernel:
+            scale = self._kernel_scale
+            x2 = x.reshape(-1, shape[-1]).to(scale.dtype).contiguous()  # (M, K)
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, scale).to(x.dtype)  # (M, N)
+            y = y.view(*shape[:-1], y.shape[-1])
+        else:
+            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Dequantized rows (an int8 tied head is also the token embedding): (*ids.shape, K)."""
+        return self.qweight[ids].to(self.dtype) * self.scale[ids].unsqueeze(-1)
+
+
+LinearLike = Union[Linear, Int8Linear]
+
+
+def has_int8_kernel(device: torch.device, dtype: torch.dtype, in_features: int) -> bool:
+    """Whether torch's weight-only int8 kernel is used: on CPU, with 16-bit activations (with float32 ones
+    it is slower than dequantizing) and ``in_features`` a multiple of 16 (torch 2.13's vectorised kernel
+    reads past the end of shorter rows: wrong results or a crash)."""
+    return (device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and in_features % 16 == 0
+            and hasattr(torch.ops.aten, "_weight_int8pack_mm"))
+
+
+def quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
+    """Symmetric per-output-channel int8 quantization of ``weight`` (N, K); scales computed in float32."""
+    w = weight.float()  # (N, K)
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / _INT8_MAX  # (N,)
+    q = torch.round(w / scale[:, None]).clamp_(-_INT8_MAX, _INT8_MAX).to(torch.int8).contiguous()  # (N, K)
+    return Int8Linear(q, scale, None if bias is None else bias.to(dtype), dtype)
+
+
+def make_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *, quantize: str | None = None,
+                dtype: torch.dtype | None = None) -> LinearLike:
+    """A layer for ``weight`` (N, K): dense in its own dtype, or int8 weight-only with ``quantize="int8"``
+    (activations in ``dtype``, default the weight's dtype)."""
+    if quantize is None:
+        return Linear(weight, bias)
+    if quantize == "int8":
+        return quantize_int8(weight, bias, dtype or weight.dtype)
+    raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZATIONS}")

@@ -25,9 +25,9 @@ so float32 results match it closely).
 
 Decoding one token is a few hundred small torch calls, so the layer is laid out to need few of them
 (float32 results stay bit-identical to the straightforward formulation; tests/test_perf_llama.py):
-q|k|v and gate|up are each one fused linear layer (``engine/kernels.py`` picks the product per dtype, or
-int8 weight-only with ``quantize="int8"``), queries and keys are rotated together with cos/sin tables
-computed once, and RMSNorm is torch's fused function.
+q|k|v and gate|up each act as one linear layer (fused into one weight except in float32, where it does
+not pay; ``engine/kernels.py`` picks the product per dtype, or int8 weight-only with ``quantize="int8"``),
+queries and keys are rotated together with cos/sin tables computed once, and RMSNorm is one torch call.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelLoadError
-from ..kernels import QUANTIZATIONS, LinearLike, make_linear
+from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, make_linear, quantize_int8_blocks
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
 
@@ -399,18 +399,21 @@ class KVCache:
 
 # -------------------------------------------------------------------------------------------- model
 class _Block:
-    """One decoder layer: its norms and its linear layers, q|k|v and gate|up each fused into one."""
+    """One decoder layer: its norms and its linear layers, q|k|v and gate|up each acting as one layer
+    (fused into one weight, or kept separate for float32: see ``kernels.fuses_layers``)."""
 
     __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down")
 
-    def __init__(self, take: Callable[[str], Any], p: str, quantize: str | None, dtype: torch.dtype) -> None:
-        def fused(*names: str) -> LinearLike:
-            ws = [take(p + n + ".weight") for n in names]
+    def __init__(self, take: Callable[[str], Any], linear: Callable[..., LinearLike], p: str,
+                 quantize: str | None, dtype: torch.dtype) -> None:
+        fuse = fuses_layers(dtype, quantize)
+
+        def fused(*names: str) -> LinearLike | Concat:
+            if not fuse and len(names) > 1:
+                return Concat([fused(n) for n in names])
             bs = [take(p + n + ".bias") for n in names]
-            w = ws[0] if len(ws) == 1 else torch.cat(ws)  # (ΣN, K)
             b = None if bs[0] is None else bs[0] if len(bs) == 1 else torch.cat(bs)
-            del ws, bs
-            return make_linear(w, b, quantize=quantize, dtype=dtype)
+            return linear([p + n + ".weight" for n in names], b)
 
         self.ln1 = take(p + "input_layernorm.weight")  # (C,)
         self.ln2 = take(p + "post_attention_layernorm.weight")  # (C,)
@@ -427,7 +430,8 @@ class Llama:
     ``quantize="int8"`` stores every linear layer (and a tied head/embedding) as int8 weights with
     per-row scales (``engine/kernels.py``); norms, attention and the residual stream stay in the dtype.
     ``consume=True`` removes entries from ``state_dict`` (a dict) as they are used, so the unfused copies
-    are freed layer by layer instead of at the end (peak memory: the weights plus one layer)."""
+    are freed layer by layer instead of at the end (peak memory: the weights plus one layer). A state with
+    a ``stacked(names)`` method (``weights_io.LazyState``) reads fused weights in place."""
 
     def __init__(self, config: LlamaConfig, state_dict: Mapping[str, torch.Tensor], *,
                  quantize: str | None = None, consume: bool = False) -> None:
@@ -438,20 +442,35 @@ class Llama:
         def take(name: str) -> Any:  # the tensor, or None for an absent (optional) bias
             return sd.pop(name, None) if consume and isinstance(sd, dict) else sd.get(name)
 
+        def linear(names: list[str], bias: torch.Tensor | None = None) -> LinearLike:
+            """One layer from the weights ``names`` stacked by rows; a lazy state reads them in place, or
+            (int8) in blocks quantized as they arrive, so no float copy of the whole weight is held."""
+            if quantize == "int8" and hasattr(sd, "row_blocks"):
+                shapes = [tuple(config_shapes[n]) for n in names]
+                offsets = [sum(s[0] for s in shapes[:i]) for i in range(len(shapes))]
+                blocks = ((off + r0, rows) for n, off in zip(names, offsets) for r0, rows in sd.row_blocks(n))
+                return quantize_int8_blocks((sum(s[0] for s in shapes), shapes[0][1]), blocks, bias, dtype,
+                                            device=self.norm.device)
+            if len(names) > 1 and hasattr(sd, "stacked"):
+                w = sd.stacked(names)
+            else:
+                parts = [take(n) for n in names]
+                w = parts[0] if len(parts) == 1 else torch.cat(parts)  # (ΣN, K)
+            return make_linear(w, bias, quantize=quantize, dtype=dtype)
+
+        config_shapes = config.tensor_shapes()
         self.config = config
         self.architecture = config.model_type
         self.quantization = quantize
         self.norm = take("model.norm.weight")  # (C,)
         dtype = self.norm.dtype
-        embed = take("model.embed_tokens.weight")  # (V, C)
         if config.tie_word_embeddings:
-            self.lm_head = make_linear(embed, quantize=quantize, dtype=dtype)  # (V, C), also the embedding
+            self.lm_head = linear(["model.embed_tokens.weight"])  # (V, C), also the embedding
             self._embed: torch.Tensor | None = None
         else:
-            self.lm_head = make_linear(take("lm_head.weight"), quantize=quantize, dtype=dtype)  # (V, C)
-            self._embed = embed  # (V, C)
-        del embed
-        self.blocks = [_Block(take, f"model.layers.{i}.", quantize, dtype) for i in range(config.n_layer)]
+            self.lm_head = linear(["lm_head.weight"])  # (V, C)
+            self._embed = take("model.embed_tokens.weight")  # (V, C)
+        self.blocks = [_Block(take, linear, f"model.layers.{i}.", quantize, dtype) for i in range(config.n_layer)]
         self.act = _ACTIVATIONS[config.hidden_act]
         self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.norm.device)
         self.scale = 1.0 / math.sqrt(config.head_dim)

@@ -32,8 +32,11 @@ import torch
 
 from ..errors import ModelLoadError, TokenizerError, UsageError
 from . import hf_dir
+from .kernels import QUANTIZATIONS, fuses_layers
+from .models.llama import Llama
 from .models.llmbuilder_gpt import GPTConfig, LLMBuilderGPT
 from .tokenizer import HFTokenizer, Tokenizer, load_tokenizer
+from .weights_io import LazyState, SafetensorsFile
 
 __all__ = [
     "ModelInfo",
@@ -616,8 +619,25 @@ def hf_tokenizer_path(directory: Path) -> Path:
     )
 
 
+def _build_hf_model(config: Any, state: Mapping[str, torch.Tensor], quantize: str | None) -> Any:
+    """The inference model for a validated config; a dict state is consumed (emptied as it is used)."""
+    model_class = hf_dir.SUPPORTED[config.model_type][1]
+    if model_class is Llama:
+        return Llama(config, state, quantize=quantize, consume=True)
+    _no_quantization(quantize, config.model_type)
+    return hf_dir.build_model(config, state)
+
+
+def _no_quantization(quantize: str | None, architecture: str) -> None:
+    if quantize is not None:
+        raise UsageError(f"{quantize} quantization is not available for {architecture} models",
+                         hint="it runs Llama-family models (llama, mistral, qwen2); leave the quantization off")
+
+
 def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-                     num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+                     num_heads: int | None, threads: Any,
+                     quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+    _no_quantization(quantize, LLMBuilderGPT.architecture)
     if tokenizer_path is None or str(tokenizer_path) == "":
         tokenizer_path = default_tokenizer_path(file)
         if tokenizer_path is None:
@@ -638,8 +658,23 @@ def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: 
     return model, tokenizer, ModelInfo.for_file(file, config, fmt, stored_dtype), {}
 
 
+def _build_hf_dir_model(d: hf_dir.HFDir, dtype: torch.dtype, device: torch.device, quantize: str | None) -> Any:
+    """Build the model of an inspected directory, its tensors read one at a time as the builder takes
+    them (``engine/weights_io.py``): memory-mapped when every tensor is kept as stored (float32 on CPU,
+    nothing fused or quantized), else read into their final dtype, so the peak stays near the weights."""
+    files = {f: SafetensorsFile(f) for f in d.files}
+    try:
+        names = {canon: (files[d.where[stored]], stored) for canon, stored in d.names.items()}
+        mmap_ok = device.type == "cpu" and not fuses_layers(dtype, quantize)
+        return _build_hf_model(d.config, LazyState(names, dtype=dtype, device=device, mmap_ok=mmap_ok), quantize)
+    finally:
+        for f in files.values():
+            f.close()
+
+
 def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-             num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+             num_heads: int | None, threads: Any,
+             quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
     d = hf_dir.inspect_hf_dir(directory)
     _check_num_heads(num_heads, d.config, directory)
     eos = hf_dir.eos_token_ids(d.generation_config, d.hf_config)
@@ -648,8 +683,7 @@ def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: tor
     _check_vocab(tokenizer, d.config)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, d.config.num_parameters))
-    _, state = hf_dir.read_hf_dir(directory, dtype=dtype, device=dev)
-    model = hf_dir.build_model(d.config, state)
+    model = _build_hf_dir_model(d, dtype, dev, quantize)
     return model, tokenizer, ModelInfo.for_hf_dir(d), hf_dir.generation_defaults(d.generation_config)
 
 
@@ -667,7 +701,8 @@ def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str,
 
 
 def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-               num_heads: int | None, threads: Any) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+               num_heads: int | None, threads: Any,
+               quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
     g, config, names = read_gguf_model(file, dtype)
     _check_num_heads(num_heads, config, file)
     if tokenizer_path not in (None, ""):
@@ -680,8 +715,9 @@ def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.
     _check_vocab(tokenizer, config)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, config.num_parameters))
-    state = {canon: g.state_dict[stored].to(device=dev, dtype=dtype) for canon, stored in names.items()}
-    model = hf_dir.build_model(config, state)
+    # Tensors move out of the reader's dict one by one, so no tensor is held twice.
+    state = {canon: g.state_dict.pop(stored).to(device=dev, dtype=dtype) for canon, stored in names.items()}
+    model = _build_hf_model(config, state, quantize)
     info = ModelInfo(path=file.resolve(), format="GGUF", architecture=config.model_type, config=config,
                      file_size=file.stat().st_size, stored_dtype=g.quantization, files=(file.resolve(),),
                      quantization=g.quantization)
@@ -696,6 +732,7 @@ def load(
     num_heads: int | None = None,
     threads: int | str | None = None,
     dtype: str = "auto",
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Read a model and its tokenizer. Default tokenizer: llmbuilder's ``tokenizer/`` directory beside the
     model; a Hugging Face directory's own ``tokenizer.json``; the vocabulary inside a GGUF file.
@@ -703,12 +740,17 @@ def load(
     ``dtype``: ``auto`` (see `resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``, for every format.
     ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
     picks one from the model size (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
+    ``quantize``: None, or ``"int8"``: weight-only int8 for Llama-family models (``engine/kernels.py``);
+    activations, norms and attention stay in ``dtype``.
     """
     t0 = time.perf_counter()
+    if quantize not in QUANTIZATIONS:
+        raise UsageError(f"unknown quantization {quantize!r}",
+                         hint="use int8 (weight-only, Llama-family models) or leave it off")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     path = resolve_model_file(model_path)
     loader = {"huggingface": _load_hf, "gguf": _load_gguf, "llmbuilder": _load_llmbuilder}[model_format(path)]
-    model, tokenizer, info, defaults = loader(path, tokenizer_path, dev, dt, num_heads, threads)
+    model, tokenizer, info, defaults = loader(path, tokenizer_path, dev, dt, num_heads, threads, quantize)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0,
                        generation_defaults=defaults)

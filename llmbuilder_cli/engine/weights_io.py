@@ -34,7 +34,7 @@ from ..errors import ModelLoadError
 __all__ = ["SafetensorsFile", "LazyState", "CHUNK_BYTES"]
 
 #: Largest temporary buffer used for a conversion (bytes of stored data).
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _HINT = "the file is damaged or incomplete; download it again"

@@ -66,6 +66,7 @@ _DTYPE_HELP = {
     "float16": "half the memory, GPUs",
 }
 DTYPES: Candidates = [(name, _DTYPE_HELP.get(name, "")) for name in st.DTYPES]
+QUANTIZE: Candidates = [("none", "weights as stored (in --dtype)"), ("int8", "weight-only int8 (Llama family)")]
 _TEMPLATE_WORDS: Candidates = [
     ("auto", "the model's chat template, else plain User:/Assistant: turns"),
     ("none", "always plain User:/Assistant: turns"),
@@ -131,6 +132,11 @@ def complete_dtype(incomplete: str) -> Candidates:
     return _matching(DTYPES, incomplete)
 
 
+def complete_quantize(incomplete: str) -> Candidates:
+    """``--quantize``: none, int8."""
+    return _matching(QUANTIZE, incomplete)
+
+
 def complete_chat_template(incomplete: str) -> Candidates:
     """``--chat-template``: auto, none, or a Jinja template file."""
     return _words_or_files(_TEMPLATE_WORDS, incomplete)
@@ -165,6 +171,8 @@ def complete_setting_value(ctx: typer.Context, incomplete: str) -> Candidates:
         return complete_device(incomplete)
     if key == "dtype":
         return complete_dtype(incomplete)
+    if key == "quantize":
+        return complete_quantize(incomplete)
     if key == "model":
         return complete_model(incomplete)
     if key in ("do_sample", "ignore_eos"):

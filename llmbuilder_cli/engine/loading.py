@@ -177,6 +177,7 @@ class LoadedModel:
             "tokenizer": {"kind": self.tokenizer.kind, "path": str(Path(self.tokenizer.path).resolve())},
             "device": str(self.device),
             "dtype": str(self.model.dtype).replace("torch.", ""),
+            "weights": getattr(self.model, "quantization", None) or "dtype",  # "int8" with --quantize int8
         }
 
 

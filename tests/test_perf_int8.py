@@ -49,7 +49,7 @@ def test_block_quantization_equals_whole_quantization():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("k", [64, 24])  # 24: not a multiple of 16, torch's kernel is not used
-@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("rows", [1, 5, 20])  # 20: a prompt, the dense path
 def test_int8_product_equals_the_dequantized_product(dtype, k, rows):
     w, b = _weights(40, k, seed=2), torch.randn(40) * 0.1
     lin = quantize_int8(w, b.to(dtype), dtype)

@@ -523,19 +523,28 @@ class Llama:
         causal = T > 1 and start == 0
         for i, blk in enumerate(self.blocks):
             h = _rms_norm(x, blk.ln1, eps)  # (B, T, C)
-            qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
-            qk = _rope(qkv[..., : NQK * D].view(B, T, NQK, D), cos, sin)  # (B, T, H + KVH, D)
-            q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
-            k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
-            v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
+            if type(blk.qkv) is Concat:  # separate weights: three products, nothing to concatenate
+                q_lin, k_lin, v_lin = blk.qkv.layers
+                q = _rope(q_lin(h).view(B, T, H, D), cos, sin).transpose(1, 2)  # (B, H, T, D)
+                k = _rope(k_lin(h).view(B, T, KVH, D), cos, sin).transpose(1, 2)  # (B, KVH, T, D)
+                v = v_lin(h).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
+            else:
+                qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
+                qk = _rope(qkv[..., : NQK * D].view(B, T, NQK, D), cos, sin)  # (B, T, H + KVH, D)
+                q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+                k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
+                v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (B, KVH, end, D)
             o = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=self.gqa
             )  # (B, H, T, D)
             x = x + blk.o(o.transpose(1, 2).reshape(B, T, H * D))
-            gu = blk.gate_up(_rms_norm(x, blk.ln2, eps))  # (B, T, 2I)
-            gate, up = gu.chunk(2, dim=-1)  # (B, T, I) each
+            h = _rms_norm(x, blk.ln2, eps)
+            if type(blk.gate_up) is Concat:
+                gate, up = (lin(h) for lin in blk.gate_up.layers)  # (B, T, I) each
+            else:
+                gate, up = blk.gate_up(h).chunk(2, dim=-1)  # (B, T, I) each
             x = x + blk.down(self.act(gate) * up)
         last = _rms_norm(x[:, -1:, :], self.norm, eps)  # (B, 1, C)
         return self.lm_head(last)[:, 0].float()  # (B, V)

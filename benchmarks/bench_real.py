@@ -73,8 +73,9 @@ def median(xs: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------- weights
-def smollm2_dir() -> tuple[Path, Path]:
-    """(GGUF file, Hugging Face directory saved from it by transformers, cached)."""
+def smollm2_dir(cache: Path | None = None) -> tuple[Path, Path]:
+    """(GGUF file, Hugging Face directory saved from it by transformers, cached in ``cache``, by default
+    beside the test models in the user cache)."""
     import real_models
 
     try:
@@ -83,7 +84,7 @@ def smollm2_dir() -> tuple[Path, Path]:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise SystemExit(f"SmolLM2 is not available: {exc}") from None
-    target = real_models.cache_dir().parent / "bench" / "SmolLM2-135M-Instruct-hf"
+    target = (cache or real_models.cache_dir().parent / "bench") / "SmolLM2-135M-Instruct-hf"
     if (target / "model.safetensors").is_file():
         return gguf, target
     print(f"converting {gguf.name} to a Hugging Face directory once (transformers) ...", file=sys.stderr)
@@ -368,6 +369,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-processes", action="store_true")
     p.add_argument("--quick", action="store_true", help="smoke run: see the module docstring")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--cache-dir", type=Path, help="where the converted directory is kept (default: user cache)")
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.new_tokens, args.ttft_tokens = 1, 8, 32
@@ -380,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     torch.set_num_threads(args.threads)
-    gguf, directory = smollm2_dir()
+    gguf, directory = smollm2_dir(args.cache_dir)
     modes = [m for m in MODES if not args.quick or m[0] in ("float32", "int8 (f32 act.)")]
     tok = load(directory, device="cpu").tokenizer
     text_ids = tok.encode(TEXT * 40)

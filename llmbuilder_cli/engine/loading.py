@@ -12,7 +12,10 @@
   tokenizer embedded (see ``engine/gguf_file.py``).
 
 Every format runs in the dtype chosen by `resolve_dtype` (``auto``: float32 on CPU and MPS, bfloat16 on
-CUDA when supported, else float16).
+CUDA when supported, else float16), optionally with int8 weight-only layers (``quantize="int8"``,
+Llama family). Memory: a Hugging Face model is built from its files one tensor at a time, float32 weights
+memory-mapped, others read straight into their final dtype and layout (``engine/weights_io.py``), so the
+peak stays near the weights themselves; GGUF tensors are handed to the builder one by one.
 """
 
 from __future__ import annotations

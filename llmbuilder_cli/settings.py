@@ -23,7 +23,6 @@ file, and replace it atomically; a damaged file is reported and never overwritte
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import tempfile
@@ -387,10 +386,6 @@ class Resolved:
                 raise ConfigError(f"{exc.message} (from {source})", hint=exc.hint, field=exc.field) from None
             raise
 
-    def explicit_fields(self) -> tuple[str, ...]:
-        """Generation fields not at their built-in default source."""
-        return tuple(k for k in GENERATION_KEYS if self.sources.get(k, "default") != "default")
-
 
 def active_profile(settings: Settings, requested: str | None, env: Mapping[str, str]) -> tuple[str | None, str]:
     """(profile name or None, why): --profile > LLMBUILDER_PROFILE > default_profile > a profile 'default'."""
@@ -461,18 +456,8 @@ def resolve(
     return Resolved(values=values, sources=sources, profile=name, settings=settings)
 
 
-def profile_values(resolved: Resolved) -> dict[str, Any]:
-    """Values worth saving in a profile: every key that is not at its built-in default."""
-    return {k: v for k, v in resolved.values.items() if resolved.sources.get(k) != "default"}
-
-
 def to_toml_value(value: Any) -> Any:
     """A Python value in the form TOML stores (tuples become lists)."""
     if isinstance(value, tuple):
         return list(value)
     return value
-
-
-def config_defaults() -> dict[str, Any]:
-    """The built-in defaults, key → value (generation fields only; run keys default to 'not set')."""
-    return {f.name: getattr(GenerationConfig(), f.name) for f in dataclasses.fields(GenerationConfig)}

@@ -33,7 +33,6 @@ __all__ = [
     "HFDir",
     "is_hf_dir",
     "inspect_hf_dir",
-    "read_hf_dir",
     "model_config",
     "validate_shapes",
     "build_model",
@@ -264,22 +263,6 @@ def inspect_hf_dir(directory: Path) -> HFDir:
     gen = _read_json(gen_file, "generation_config.json") if gen_file.is_file() else {}
     return HFDir(directory=directory, hf_config=hf_config, config=config, files=tuple(files), names=names,
                  where=where, stored_dtype=_dtype_summary(counts), generation_config=gen)
-
-
-def read_hf_dir(directory: Path, *, dtype: torch.dtype, device: torch.device) -> tuple[HFDir, dict[str, torch.Tensor]]:
-    """The directory's description and its state dict (transformers' names), in ``dtype`` on ``device``."""
-    from safetensors import safe_open
-
-    info = inspect_hf_dir(directory)
-    state: dict[str, torch.Tensor] = {}
-    by_file: dict[Path, list[str]] = {}
-    for canon, stored in info.names.items():
-        by_file.setdefault(info.where[stored], []).append(canon)
-    for file, canons in by_file.items():
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for canon in canons:
-                state[canon] = f.get_tensor(info.names[canon]).to(dtype=dtype).to(device)
-    return info, state
 
 
 # ------------------------------------------------------------------------------ generation defaults

@@ -457,9 +457,7 @@ def interactive_cli(
     }
     cfg = merge_config(config, **given)
     loaded, _ = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
-    template = "auto" if turn_format is None else None
-    if chat_template != "auto":
-        template = chat_template_choice(loaded, chat_template)
+    template = chat_template_choice(loaded, chat_template)  # "auto" yields to an explicit turn_format
     read_line = None
     if input_stream is None and not _is_terminal(sys.stdin) and hasattr(sys.stdin, "reconfigure"):
         try:  # a line that is not UTF-8 becomes one clear error for that line, not a crash of the chat

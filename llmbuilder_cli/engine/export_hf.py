@@ -42,7 +42,7 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import ModelLoadError, TokenizerError, UsageError
-from .loading import default_tokenizer_path, head_is_tied, model_format, read_checkpoint, resolve_model_file
+from .loading import head_is_tied, model_format, read_checkpoint, resolve_model_file, tokenizer_path_for
 from .models.llmbuilder_gpt import LAYER_NORM_EPS, GPTConfig
 from .sp_convert import convert_sentencepiece, read_sentencepiece_model
 from .tokenizer import resolve_tokenizer_file
@@ -377,13 +377,7 @@ def export_hf(
 
     file = resolve_model_file(model_path)
     _refuse_other_formats(file)
-    if tokenizer_path is None or str(tokenizer_path) == "":
-        tokenizer_path = default_tokenizer_path(file)
-        if tokenizer_path is None:
-            raise TokenizerError(
-                f"no tokenizer given and none found beside {file}",
-                hint="pass --tokenizer DIR (the directory with llmbuilder's tokenizer.model)",
-            )
+    tokenizer_path = tokenizer_path_for(file, tokenizer_path)
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
     tok_file = resolve_tokenizer_file(tokenizer_path)
     tok = _from_sentencepiece(tok_file) if tok_file.suffix == ".model" else _from_tokenizer_json(tok_file)

@@ -51,6 +51,7 @@ __all__ = [
     "is_gguf",
     "resolve_model_file",
     "default_tokenizer_path",
+    "tokenizer_path_for",
     "read_checkpoint",
     "choose_threads",
     "head_is_tied",
@@ -309,6 +310,19 @@ def resolve_model_file(path: str | Path) -> Path:
     if p.exists():
         raise ModelLoadError(f"{p} is not a regular file or directory", hint="pass a model file (.pt) with --model")
     raise ModelLoadError(f"model not found: {p}", hint="check the --model path")
+
+
+def tokenizer_path_for(model_file: Path, tokenizer_path: str | Path | None) -> str | Path:
+    """The tokenizer an llmbuilder model uses: the one given, else the one beside it; none → TokenizerError."""
+    if tokenizer_path is not None and str(tokenizer_path) != "":
+        return tokenizer_path
+    found = default_tokenizer_path(model_file)
+    if found is None:
+        raise TokenizerError(
+            f"no tokenizer given and none found beside {model_file}",
+            hint="pass --tokenizer DIR (the directory with llmbuilder's tokenizer.model)",
+        )
+    return found
 
 
 def default_tokenizer_path(model_file: Path) -> Path | None:
@@ -642,13 +656,7 @@ def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: 
                      num_heads: int | None, threads: Any,
                      quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
     _no_quantization(quantize, LLMBuilderGPT.architecture)
-    if tokenizer_path is None or str(tokenizer_path) == "":
-        tokenizer_path = default_tokenizer_path(file)
-        if tokenizer_path is None:
-            raise TokenizerError(
-                f"no tokenizer given and none found beside {file}",
-                hint="pass --tokenizer DIR (the directory with llmbuilder's tokenizer.model)",
-            )
+    tokenizer_path = tokenizer_path_for(file, tokenizer_path)
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, config.num_parameters))

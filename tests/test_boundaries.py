@@ -55,6 +55,63 @@ def test_help_and_version_do_not_import_torch(argv):
     assert not mods & set(HEAVY + ("questionary",)), mods & set(HEAVY)
 
 
+#: Imported by the commands that use them, never by a help page: the API layer, the settings file's
+#: module, package metadata, the wizard's libraries, Markdown rendering.
+LAZY_FOR_HELP = (
+    "llmbuilder_cli.api",
+    "llmbuilder_cli.settings",
+    "llmbuilder_cli.turns",
+    "importlib.metadata",
+    "markdown_it",
+    "questionary",
+    "prompt_toolkit",
+    "tomlkit",
+)
+
+#: A minimal Typer app shaped like ours (a root option, a group, a command with an option): what Typer and
+#: rich import by themselves for the same help page (Typer's rich help formatting imports markdown_it; its
+#: option parsing may import more below the root) is not ours to avoid.
+_TOY_APP = """
+import typer
+app = typer.Typer(add_completion=True)
+group = typer.Typer()
+app.add_typer(group, name="group")
+@app.callback()
+def root(version: bool = typer.Option(None, "--version", is_eager=True)) -> None:
+    "Root."
+@group.command("command")
+def command(value: int = typer.Option(1, "--value")) -> None:
+    "Command."
+typer.main.get_command(app).main(args={argv!r}, prog_name="toy", standalone_mode=False)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config", "--help"], ["generate", "text", "--help"], ["doctor", "--help"]])
+def test_help_leaves_the_commands_imports_to_the_commands(argv):
+    toy_argv = [["--help"], ["group", "--help"], ["group", "command", "--help"]][len(argv) - 1]
+    theirs = modules_after(_TOY_APP.format(argv=toy_argv))
+    code = (
+        "from llmbuilder_cli.cli.app import main\n"
+        f"rc = main({argv!r})\n"
+        "assert rc == 0, rc\n"
+    )
+    mods = modules_after(code)
+    unexpected = {m for m in LAZY_FOR_HELP if m in mods and m not in theirs}
+    assert not unexpected, f"'llmbuilder {' '.join(argv)}' imported {sorted(unexpected)}"
+
+
+def test_the_package_api_loads_on_first_use():
+    mods = modules_after("import llmbuilder_cli")
+    assert "llmbuilder_cli.api" not in mods
+    mods = modules_after(
+        "import llmbuilder_cli\n"
+        "from llmbuilder_cli import *\n"  # every name in __all__ resolves
+        "assert generate_text is llmbuilder_cli.api.generate_text and 'TurnFormat' in dir(llmbuilder_cli)"
+    )
+    assert "llmbuilder_cli.api" in mods
+    assert not roots(mods) & set(HEAVY + CLI_LIBS)
+
+
 def test_no_engine_module_imports_upward():
     """Static check: engine files import nothing from the API, CLI or chat layers."""
     from pathlib import Path

@@ -5,9 +5,13 @@ one line on stderr, ``Error: <what> — <how to fix>``, with the documented exit
 ``LLMBUILDER_DEBUG=1`` shows the traceback instead. Nothing here imports torch; the generate command
 imports the engine only when it runs, so ``--help``, ``--version`` and shell completion (Typer's
 ``--install-completion``/``--show-completion``; see completion.py) stay fast.
-"""
 
-from __future__ import annotations
+What ``llmbuilder --help`` costs is importing typer and rich, importing the command modules (whose
+signatures define the options), and Typer building every command from those signatures. So the command
+modules import their own work (the API, the engine, settings, importlib.metadata) inside the commands,
+and they do without ``from __future__ import annotations``: with it every option's ``Annotated[...]``
+would be a string that Typer evaluates (compiles) again several times on each start.
+"""
 
 import os
 import sys

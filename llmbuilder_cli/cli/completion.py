@@ -11,7 +11,8 @@ back to the shell's own file-name completion (bash ``-o default``, zsh ``_files`
 handles directories, ``~`` and quoting better than a list can; path options therefore list files
 themselves only when a keyword (``demo``, ``auto``, ``none``) also matches what was typed.
 
-Everything here is cheap and torch-free: each Tab starts a fresh process.
+Everything here is cheap and torch-free: each Tab starts a fresh process. The settings module is imported
+by the callbacks that read it, not when the CLI starts (``--help`` imports this module too).
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from pathlib import Path
 
 import typer
 
-from .. import settings as st
-
 __all__ = [
     "PROG_NAME",
     "COMPLETE_VAR",
     "SHELLS",
     "DEVICES",
-    "DTYPES",
     "complete_model",
     "complete_path",
     "complete_device",
@@ -65,7 +63,6 @@ _DTYPE_HELP = {
     "bfloat16": "half the memory, float32's range",
     "float16": "half the memory, GPUs",
 }
-DTYPES: Candidates = [(name, _DTYPE_HELP.get(name, "")) for name in st.DTYPES]
 QUANTIZE: Candidates = [("none", "weights as stored (in --dtype)"), ("int8", "weight-only int8 (Llama family)")]
 _TEMPLATE_WORDS: Candidates = [
     ("auto", "the model's chat template, else plain User:/Assistant: turns"),
@@ -128,8 +125,10 @@ def complete_device(incomplete: str) -> Candidates:
 
 
 def complete_dtype(incomplete: str) -> Candidates:
-    """``--dtype``: auto, float32, bfloat16, float16."""
-    return _matching(DTYPES, incomplete)
+    """``--dtype``: auto, float32, bfloat16, float16 (the names settings.py accepts)."""
+    from ..settings import DTYPES
+
+    return _matching([(name, _DTYPE_HELP.get(name, "")) for name in DTYPES], incomplete)
 
 
 def complete_quantize(incomplete: str) -> Candidates:
@@ -144,6 +143,8 @@ def complete_chat_template(incomplete: str) -> Candidates:
 
 def complete_profile(incomplete: str) -> Candidates:
     """Profile names from the settings file (nothing when it is missing or damaged: no error on Tab)."""
+    from .. import settings as st
+
     try:
         settings = st.Settings.read()
     except Exception:  # a damaged file is reported by the commands themselves, never while completing
@@ -158,11 +159,15 @@ def complete_profile(incomplete: str) -> Candidates:
 
 def complete_setting_key(incomplete: str) -> Candidates:
     """``config set/unset KEY``: every setting, with its one-line help."""
+    from .. import settings as st
+
     return _matching(list(st.KEYS.items()), incomplete)
 
 
 def complete_setting_value(ctx: typer.Context, incomplete: str) -> Candidates:
     """``config set KEY VALUE``: values for the KEY already typed (devices, dtypes, true/false, paths)."""
+    from .. import settings as st
+
     try:
         key = st.canonical_key(str(ctx.params.get("key") or ""))
     except Exception:

@@ -3,21 +3,25 @@
 ``show`` prints every effective value and where it came from; ``path``, ``profiles``, ``set``, ``unset``,
 ``use`` and ``remove`` do what they say. Values are checked with the same rules as the command line
 before anything is written, and every write is atomic (see settings.py). Listings go to stdout (they are
-what was asked for); confirmations go to stderr. Torch is never imported.
+what was asked for); confirmations go to stderr. Torch is never imported, and settings.py only when a
+command runs (``llmbuilder --help`` imports this module to list the commands).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
+# string, several times, on each start of the program (see app.py).
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from .. import settings as st
 from ..errors import ConfigError, UsageError
 from .completion import complete_profile, complete_setting_key, complete_setting_value
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 config_app = typer.Typer(
     help="Show and change saved settings: profiles of default options (see 'config show').",
@@ -46,6 +50,8 @@ def _show(value: Any) -> str:
 @config_app.command("path")
 def path_command() -> None:
     """Print the settings file's path (LLMBUILDER_HOME changes where it is)."""
+    from .. import settings as st
+
     print(st.settings_path())
 
 
@@ -55,6 +61,8 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: key → {value, source}.")] = False,
 ) -> None:
     """Every effective setting, and where it comes from: flag > environment > profile > default."""
+    from .. import settings as st
+
     resolved = st.resolve({}, profile=profile)
     if as_json:
         out = {k: {"value": list(v) if isinstance(v, tuple) else v, "source": resolved.sources[k]}
@@ -74,6 +82,8 @@ def show_command(
 @config_app.command("profiles")
 def profiles_command() -> None:
     """List the saved profiles (* marks the default)."""
+    from .. import settings as st
+
     settings = st.Settings.read()
     name, _ = st.active_profile(settings, None, {})
     if not settings.profiles:
@@ -86,8 +96,10 @@ def profiles_command() -> None:
         print(f"{mark} {prof}  ({keys})")
 
 
-def _target(settings: st.Settings, profile: str | None) -> str:
+def _target(settings: "Settings", profile: str | None) -> str:
     """The profile a write goes to: --profile, else the active profile, else 'default'."""
+    from .. import settings as st
+
     if profile:
         reason = st.valid_profile_name(profile)
         if reason:
@@ -103,6 +115,8 @@ def _target(settings: st.Settings, profile: str | None) -> str:
 
 def _stored(key: str, text: str) -> Any:
     """The value ``config set`` writes: checked, with paths made absolute and "off" in storable form."""
+    from .. import settings as st
+
     value = st.parse_value(key, text)
     if key in ("model", "tokenizer") and value != "demo":
         p = Path(value).expanduser()
@@ -130,6 +144,8 @@ def set_command(
     """Save KEY = VALUE in a profile (created when new); checked before anything is written."""
     import tomlkit
 
+    from .. import settings as st
+
     key = st.canonical_key(key)
     stored = _stored(key, value)
     name = _target(st.Settings.read(), profile)
@@ -155,6 +171,8 @@ def unset_command(
     profile: ProfileOpt = None,
 ) -> None:
     """Remove KEY from a profile (the next layer — model defaults or built-in — applies again)."""
+    from .. import settings as st
+
     key = st.canonical_key(key)
     settings = st.Settings.read()
     name = _target(settings, profile)
@@ -174,6 +192,8 @@ def use_command(
     name: Annotated[str, typer.Argument(help="Profile to use when no --profile is given.", autocompletion=complete_profile)],
 ) -> None:
     """Make NAME the default profile."""
+    from .. import settings as st
+
     settings = st.Settings.read()
     if name not in settings.profiles:
         raise UsageError(f"no profile named {name!r} (profiles: {', '.join(settings.profiles) or 'none yet'})",
@@ -191,6 +211,8 @@ def remove_command(
     name: Annotated[str, typer.Argument(help="Profile to delete.", autocompletion=complete_profile)],
 ) -> None:
     """Delete a profile (and stop using it by default)."""
+    from .. import settings as st
+
     settings = st.Settings.read()
     if name not in settings.profiles:
         raise UsageError(f"no profile named {name!r}", hint="see 'llmbuilder config profiles'")

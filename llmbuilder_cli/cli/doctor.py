@@ -10,19 +10,19 @@ asked for). Exit code 0 when every check passed, 1 when one failed; the report n
 Informational findings (bfloat16 unusable on this CPU, no GPU) are not failures: only what breaks normal
 use is — torch or a required library missing, a damaged settings file or setting, a demo model that is
 missing, altered or does not generate, the automatic device/dtype not computing correctly.
-Torch is imported when the command runs, never when the CLI starts.
+Torch is imported when the command runs, never when the CLI starts; so are importlib.metadata and
+hashlib (``llmbuilder --help`` imports this module to list the command's options).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
+# string, several times, on each start of the program (see app.py).
 
-import hashlib
 import json
 import math
 import os
 import platform
 import sys
 import time
-from importlib import metadata
 from typing import Annotated, Any, Optional
 
 import typer
@@ -238,6 +238,7 @@ def _torch(report: Report) -> Any:
 
 def _packages(report: Report) -> None:
     import importlib
+    from importlib import metadata
 
     out: dict[str, Any] = {}
     broken = False
@@ -313,6 +314,8 @@ def _generation(model: str | None, tokenizer: str | None, device: str, dtype: st
 
 
 def _demo(report: Report, device: str, dtype: str) -> None:
+    import hashlib
+
     from .. import demo
 
     info: dict[str, Any] = {"installed": demo.is_installed(), "directory": str(demo.demo_dir())}

@@ -6,7 +6,8 @@ when the command runs (``--help`` never imports torch). Progress and the list of
 stderr; stdout stays empty.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
+# string, several times, on each start of the program (see app.py).
 
 import sys
 from enum import Enum

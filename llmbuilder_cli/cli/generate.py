@@ -5,7 +5,8 @@ llmbuilder's generator returns), then a newline. The stats footer, notes and err
 Option defaults are taken from `GenerationConfig` (one definition); an option left out keeps it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
+# string, several times, on each start of the program (see app.py).
 
 import sys
 from typing import Annotated, List, Optional

@@ -5,7 +5,8 @@ demo model. Nothing is generated; the model is read and validated as it would be
 Face directory only from its safetensors headers).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
+# string, several times, on each start of the program (see app.py).
 
 import json
 import sys

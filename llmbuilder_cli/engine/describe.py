@@ -92,7 +92,7 @@ def _huggingface(directory: Path, tokenizer_path: Any) -> tuple[ModelInfo, bool,
 
 
 def _gguf(file: Path, tokenizer_path: Any) -> tuple[ModelInfo, bool, dict, dict]:
-    g, config, _ = read_gguf_model(file, torch.float16)  # half the memory of float32; values are not used
+    g, config, _ = read_gguf_model(file, torch.float32)  # the header only: no tensor is read
     embedded = HFTokenizer.from_tokenizer(
         g.tokenizer, path=file, eos_ids=g.eos_ids, bos_id=g.bos_id, add_bos=g.add_bos,
         chat_template=g.chat_template, special_tokens=g.special_tokens,

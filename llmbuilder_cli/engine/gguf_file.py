@@ -5,10 +5,12 @@ data, often block-quantized. This module turns it into what a transformers check
 
 * `read_gguf_header` (in `gguf_header`) parses the header only: metadata and tensor records, every
   size and offset checked against the file size before anything large is allocated.
-* `read_gguf` reads the tensors, dequantizes them (`gguf_quants`: our torch kernels for the common block
-  formats, the ``gguf`` package's reference code for the rarer ones), renames them to transformers'
-  names, undoes the row permutation llama.cpp's converter applies to Llama Q/K weights, and rebuilds the
-  tokenizer from ``tokenizer.ggml.*`` as a `tokenizers.Tokenizer` (`gguf_tokenizer`).
+* `read_gguf` maps the tensors to transformers' names and checks their types and shapes, and rebuilds
+  the tokenizer from ``tokenizer.ggml.*`` as a `tokenizers.Tokenizer` (`gguf_tokenizer`). The tensors
+  come back as a lazy `GGUFState` (`gguf_state`): each is read when the model builder takes it,
+  dequantized block by block (`gguf_quants`: our torch kernels for the common block formats, the
+  ``gguf`` package's reference code for the rarer ones) with the row permutation llama.cpp's converter
+  applies to Llama Q/K weights undone, so loading never holds the model twice.
 
 Supported architectures: llama (Mistral files say llama too), qwen2, gpt2. Shapes in a GGUF are listed
 fastest-varying first (ggml's ``ne`` order); here every shape is in torch/numpy order.
@@ -40,7 +42,8 @@ from .gguf_header import (
     _type_name,
     read_gguf_header,
 )
-from .gguf_quants import _few_threads, _read_tensor, dequantize
+from .gguf_quants import _read_tensor, dequantize
+from .gguf_state import Entry, GGUFState
 from .gguf_tokenizer import _build_tokenizer
 
 __all__ = [
@@ -62,7 +65,7 @@ class GGUFModel:
     """Everything `read_gguf` recovers from one file, in transformers' vocabulary."""
 
     hf_config: dict  # config.json-style keys (model_type, hidden_size, ..., tie_word_embeddings)
-    state_dict: dict[str, torch.Tensor]  # transformers tensor names and orientation, all in one dtype
+    state_dict: GGUFState  # transformers tensor names and orientation, read in one dtype on lookup
     tokenizer: Any  # tokenizers.Tokenizer; encodes without BOS (see add_bos), decode can skip specials
     eos_ids: tuple[int, ...]  # eos_token_id, then eot/eom ids when the file names them
     bos_id: int | None
@@ -129,16 +132,6 @@ def _hf_name(arch: str, name: str, n_layers: int) -> str | None:
     if m and int(m.group(1)) < n_layers and m.group(2) in block:
         return f"{prefix}.{m.group(1)}.{block[m.group(2)]}"
     return None
-
-
-def _unpermute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo llama.cpp's Q/K row order. Its converter stores each head's rotary pairs interleaved
-    (rows 0, d/2, 1, d/2+1, ...) where transformers keeps the two halves apart (rows 0..d/2-1, then d/2..).
-    w: (n_heads * head_dim, ...) weight or bias."""
-    rows = w.shape[0]
-    rest = w.shape[1:]
-    # (heads, head_dim/2, 2, ...) -> (heads, 2, head_dim/2, ...)
-    return w.reshape(n_heads, rows // n_heads // 2, 2, *rest).transpose(1, 2).reshape(rows, *rest).contiguous()
 
 
 def _meta_int(meta: dict, key: str, default: int | None = None) -> int:
@@ -337,8 +330,9 @@ def _llama3_divisors(p: dict, inv_wavelen: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------- read_gguf
-def read_gguf(path: Path, *, dtype: torch.dtype) -> GGUFModel:
-    """Read a GGUF model file: transformers-named tensors in ``dtype``, config, tokenizer, token ids.
+def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> GGUFModel:
+    """Read a GGUF model file: config, tokenizer, token ids, and its tensors with transformers' names as a
+    lazy `GGUFState` (each read in ``dtype`` onto ``device`` when looked up; the header alone is checked here).
 
     Raises `ModelLoadError` for files that are not GGUF, damaged, of an unsupported architecture or with
     an unsupported tensor type, and `TokenizerError` for a tokenizer this module cannot rebuild.
@@ -390,17 +384,17 @@ def read_gguf(path: Path, *, dtype: torch.dtype) -> GGUFModel:
         raise TokenizerError(f"{name}: cannot rebuild the tokenizer: {text}", hint=_CORRUPT_HINT) from None
 
     n_heads, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
-    state: dict[str, torch.Tensor] = {}
-    with open(path, "rb") as f, _few_threads():
-        for info, hf in plan:
-            t = _read_tensor(f, info, path)
-            if arch == "llama" and hf.endswith(("q_proj.weight", "q_proj.bias")):
-                t = _unpermute_rows(t, n_heads)
-            elif arch == "llama" and hf.endswith(("k_proj.weight", "k_proj.bias")):
-                t = _unpermute_rows(t, n_kv)
-            elif arch == "gpt2" and hf.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
-                t = t.t()  # (out, in) -> transformers' Conv1D (in, out)
-            state[hf] = t.to(dtype).contiguous()
+    entries: dict[str, Entry] = {}
+    for info, hf in plan:
+        if arch == "llama" and hf.endswith(("q_proj.weight", "q_proj.bias")):
+            entries[hf] = Entry(info, "unpermute", n_heads)
+        elif arch == "llama" and hf.endswith(("k_proj.weight", "k_proj.bias")):
+            entries[hf] = Entry(info, "unpermute", n_kv)
+        elif arch == "gpt2" and hf.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            entries[hf] = Entry(info, "transpose")  # (out, in) -> transformers' Conv1D (in, out)
+        else:
+            entries[hf] = Entry(info)
+    state = GGUFState(path, entries, dtype=dtype, device=device)
 
     tokens = meta["tokenizer.ggml.tokens"]
     ids = {k: meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "eot", "eom", "unknown", "padding")}

@@ -8,14 +8,15 @@
   checkpoints without a head count) get a `ModelLoadError` that names what is missing.
 * **Hugging Face directory**: a directory with a ``config.json`` naming a model type, safetensors weights
   and a ``tokenizer.json`` (see ``engine/hf_dir.py``).
-* **GGUF**: a ``.gguf`` file (or any file starting with the GGUF magic), weights dequantized on load and
-  tokenizer embedded (see ``engine/gguf_file.py``).
+* **GGUF**: a ``.gguf`` file (or any file starting with the GGUF magic), weights dequantized as the
+  model is built and tokenizer embedded (see ``engine/gguf_file.py``).
 
 Every format runs in the dtype chosen by `resolve_dtype` (``auto``: float32 on CPU and MPS, bfloat16 on
 CUDA when supported, else float16), optionally with int8 weight-only layers (``quantize="int8"``,
 Llama family). Memory: a Hugging Face model is built from its files one tensor at a time, float32 weights
 memory-mapped, others read straight into their final dtype and layout (``engine/weights_io.py``), so the
-peak stays near the weights themselves; GGUF tensors are handed to the builder one by one.
+peak stays near the weights themselves; GGUF tensors are dequantized one block of rows at a time as the
+builder takes them (``engine/gguf_state.py``).
 """
 
 from __future__ import annotations
@@ -700,7 +701,8 @@ def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: tor
 
 
 def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str, str]]:
-    """Read a GGUF file → (the reader's GGUFModel, validated config, {transformers name: stored name})."""
+    """Read a GGUF file's header → (the reader's GGUFModel, validated config, {canonical name: its name in
+    the model's lazy state}). No tensor data is read: the state reads each tensor when it is looked up."""
     try:
         from .gguf_file import read_gguf
     except ImportError:  # pragma: no cover - the reader ships with the package
@@ -708,7 +710,7 @@ def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str,
                              hint="install llmbuilder-cli with its GGUF support (the gguf package)") from None
     g = read_gguf(file, dtype=dtype)
     config = hf_dir.model_config(g.hf_config, str(file))
-    names = hf_dir.validate_shapes(config, {k: tuple(v.shape) for k, v in g.state_dict.items()}, str(file))
+    names = hf_dir.validate_shapes(config, g.state_dict.shapes(), str(file))
     return g, config, names
 
 
@@ -727,9 +729,9 @@ def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.
     _check_vocab(tokenizer, config)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, config.num_parameters))
-    # Tensors move out of the reader's dict one by one, so no tensor is held twice.
-    state = {canon: g.state_dict.pop(stored).to(device=dev, dtype=dtype) for canon, stored in names.items()}
-    model = _build_hf_model(config, state, quantize)
+    # Each tensor is read and dequantized when the builder takes it (fused in place, or quantized block by
+    # block), so the peak stays near the built model's own weights.
+    model = _build_hf_model(config, g.state_dict.renamed(names, device=dev), quantize)
     info = ModelInfo(path=file.resolve(), format="GGUF", architecture=config.model_type, config=config,
                      file_size=file.stat().st_size, stored_dtype=g.quantization, files=(file.resolve(),),
                      quantization=g.quantization)

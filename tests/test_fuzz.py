@@ -65,13 +65,15 @@ F32_TINY = float(torch.finfo(torch.float32).tiny)  # smallest normal float32, 1.
 HUGE = float(torch.tensor(1e30, dtype=torch.float32))  # 1e30 as a float32
 V_MAX = 40  # vocabulary sizes 1..V_MAX: small enough for ties and for speed
 
-#: Examples each property must have run (the sums: processors 1,050, command line 350).
+#: Examples each property must have run (the sums: processors 1,450, command line 350).
 MIN_EXAMPLES = {
     "processors_ordinary": 300,
     "processors_extreme_config": 150,
     "processors_hostile_logits": 300,
     "top_k": 100,
     "top_p": 100,
+    "top_p_full_sort": 200,
+    "select_multinomial": 200,
     "token_generator": 100,
     "cli_generate": 250,
     "cli_config_set": 100,
@@ -448,6 +450,60 @@ def _top_p(raw: list[float], p: float) -> None:
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
     _top_p()
     check_count("top_p")
+
+
+def top_p_full_sort(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Top-p the plain way (a full sort of the vocabulary, as llmbuilder writes it): the fast path's reference."""
+    sorted_logits, order = torch.sort(logits, descending=True)  # (V,), (V,)
+    remove = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) > p  # (V,)
+    remove[1:] = remove[:-1].clone()
+    remove[0] = False
+    out = logits.clone()
+    out[order[remove]] = -INF
+    return out
+
+
+@fuzz_settings(MIN_EXAMPLES["top_p_full_sort"])
+@given(
+    any_logits,
+    st.one_of(st.sampled_from([5e-324, 1e-30, 1e-7, 0.5, 0.9999999]), st.floats(0, 1, exclude_min=True, exclude_max=True)),
+    st.one_of(st.none(), st.integers(1, V_MAX + 1)),  # top-k first (None: top-p alone)
+)
+def _top_p_full_sort(raw: list[float], p: float, k: int | None) -> None:
+    z = torch.tensor(raw, dtype=torch.float32)  # (V,)
+    ctx = SamplingContext(len(raw), "cpu")
+    if k is not None:
+        z = TopK(k)(z, ctx)
+    # bit for bit (as int32: NaN and the sign of 0 included)
+    assert torch.equal(TopP(p)(z, ctx).view(torch.int32), top_p_full_sort(z, p).view(torch.int32)), (raw, p, k)
+    RAN["top_p_full_sort"] += 1
+
+
+def test_top_p_equals_the_full_sort_bit_for_bit():
+    _top_p_full_sort()
+    check_count("top_p_full_sort")
+
+
+@fuzz_settings(MIN_EXAMPLES["select_multinomial"])
+@given(any_logits, st.integers(0, 2**63 - 1))
+def _select_multinomial(raw: list[float], seed: int) -> None:
+    z = torch.tensor(raw, dtype=torch.float32)  # (V,)
+    g_ours, g_torch = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    try:
+        probs = probabilities(z)
+    except GenerationError:
+        with pytest.raises(GenerationError):
+            select(z, False, g_ours)
+    else:
+        for _ in range(3):  # the same token as torch.multinomial, and the generator left in the same state
+            assert select(z, False, g_ours) == int(torch.multinomial(probs, 1, generator=g_torch)), raw
+            assert torch.equal(g_ours.get_state(), g_torch.get_state())
+    RAN["select_multinomial"] += 1
+
+
+def test_sampling_equals_torch_multinomial():
+    _select_multinomial()
+    check_count("select_multinomial")
 
 
 class ScriptedModel:

@@ -18,6 +18,8 @@ Layout:
   8. the processor chain built from a config
   9. ``select`` (greedy, seeded sampling, overflow)
  10. ``GenerationConfig`` validation and ``parse_field_value``
+ 11. the fast paths (top-p on the tokens still in play, sampling without V exponentials) against the plain
+     formulations (a full sort, ``torch.multinomial``), bit for bit, on large vocabularies and ties
 
 No torch function is mocked. Sampling tests use an explicit seeded ``torch.Generator`` so they are
 deterministic.
@@ -31,6 +33,7 @@ import pytest
 import torch
 
 from llmbuilder_cli.config import MIN_TEMPERATURE, PROCESSOR_ORDER, GenerationConfig, parse_field_value
+from llmbuilder_cli.engine import sampling
 from llmbuilder_cli.engine.sampling import (
     MinNewTokens,
     RepetitionPenalty,
@@ -44,7 +47,7 @@ from llmbuilder_cli.engine.sampling import (
     probabilities,
     select,
 )
-from llmbuilder_cli.errors import ConfigError
+from llmbuilder_cli.errors import ConfigError, GenerationError
 
 NEG_INF = float("-inf")
 
@@ -635,3 +638,120 @@ class TestParseFieldValue:
             parse_field_value("zzzzzz", "1")
         for name in GenerationConfig.field_names():
             assert name in info.value.hint
+
+
+# ------------------------------------------------------------------ 11. fast paths against plain formulations
+
+
+def top_p_full_sort(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Top-p the plain way, as llmbuilder writes it: a full sort of the vocabulary (V,)."""
+    sorted_logits, order = torch.sort(logits, descending=True)  # (V,), (V,)
+    cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)  # (V,)
+    remove = cumulative > p
+    remove[1:] = remove[:-1].clone()  # a token goes when the mass before it is > p
+    remove[0] = False
+    out = logits.clone()
+    out[order[remove]] = NEG_INF
+    return out
+
+
+def bits(z: torch.Tensor) -> torch.Tensor:
+    """float32 (V,) as int32 (V,): equal means bit for bit (NaN and the sign of 0 included)."""
+    return z.view(torch.int32)
+
+
+def model_like(V: int, seed: int, kind: str = "float32") -> torch.Tensor:
+    """Logits (V,) shaped like a model's: float32, rounded to bfloat16 (many ties among the top ones, as a
+    bfloat16 model gives), or small whole numbers (huge runs of ties)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "int":
+        return torch.randint(-6, 6, (V,), generator=g).float()
+    z = torch.randn(V, generator=g) * 3
+    return z.bfloat16().float() if kind == "bf16" else z
+
+
+class TestFastPaths:
+    @pytest.mark.parametrize("kind", ["float32", "bf16", "int"])
+    @pytest.mark.parametrize("V", [37, 1000, 50257])
+    def test_top_p_after_top_k_equals_the_full_sort(self, V, kind):
+        for seed in range(40):
+            z = Temperature(0.8)(model_like(V, seed, kind), ctx(V))
+            k = [1, 2, 5, 15, 16, 17, 50, 63, 64, 65, 200, 2000][seed % 12]
+            p = [0.9, 0.5, 0.95, 0.99, 1e-7, 0.9999999, 0.3][seed % 7]
+            zk = TopK(k)(z, ctx(V))
+            assert torch.equal(bits(TopP(p)(zk, ctx(V))), bits(top_p_full_sort(zk, p))), (V, kind, seed, k, p)
+
+    @pytest.mark.parametrize("V", [49152, 128256, 50257])
+    def test_top_p_alone_on_a_large_vocabulary_equals_the_full_sort(self, V):
+        for seed, kind in enumerate(["float32", "bf16", "float32", "int"]):
+            z = model_like(V, seed, kind) / 0.8
+            if seed == 2:  # a few ids banned first: the tokens in play are not a multiple of 64
+                z = SuppressTokens(V - 203)(z, ctx(V))
+            for p in (0.5, 0.9, 0.999):
+                assert torch.equal(bits(TopP(p)(z, ctx(V))), bits(top_p_full_sort(z, p))), (V, kind, seed, p)
+
+    @pytest.mark.parametrize("V", [1000, 49152])
+    def test_the_cut_is_exact_when_p_is_a_cumulative_mass(self, V):
+        # p equal to (or one float below) the full sort's own cumulative mass at some token: a cumulative
+        # mass off by one rounding step anywhere would keep one token more or less.
+        for seed in range(30):
+            zk = TopK(2 + seed * 3)(model_like(V, seed) / 0.8, ctx(V))  # 2..89 tokens in play
+            cumulative = torch.cumsum(torch.softmax(torch.sort(zk, descending=True).values, dim=-1), dim=-1)
+            for j in range(min(6, 2 + seed * 3)):
+                c = cumulative[j]
+                for p in (float(c), float(torch.nextafter(c, torch.tensor(0.0)))):
+                    if 0.0 < p < 1.0:
+                        assert torch.equal(bits(TopP(p)(zk, ctx(V))), bits(top_p_full_sort(zk, p))), (seed, j, p)
+
+    def test_without_ties_at_the_cut_no_full_sort_is_needed(self, monkeypatch):
+        def refuse(logits, p):
+            raise AssertionError("the fast path fell back to the full sort")
+
+        monkeypatch.setattr(sampling, "_top_p_sorted", refuse)
+        V = 49152
+        for seed in range(12):
+            g = torch.Generator().manual_seed(seed)
+            z = torch.randperm(V, generator=g).float() * 1e-3  # distinct logits: no ties anywhere
+            for procs in ([TopK(50)], [TopK(3000)], [SuppressTokens(V - 5)], []):
+                zk = apply_processors(z, procs, ctx(V))
+                for p in (0.2, 0.9):
+                    assert torch.equal(bits(TopP(p)(zk, ctx(V))), bits(top_p_full_sort(zk, p)))
+
+    def test_a_cut_inside_a_run_of_equal_logits_follows_the_full_sort(self):
+        # probabilities [.4, .2, .2, .2, 0]: at p = .5 the cut falls inside the run of .2s, one of them stays
+        z = torch.log(t([0.4, 0.2, 0.2, 0.2, 0.0]))
+        out = TopP(0.5)(z, ctx(5))
+        assert int((out > NEG_INF).sum()) == 2 and out[0] == z[0]
+        assert torch.equal(bits(out), bits(top_p_full_sort(z, 0.5)))
+
+    @pytest.mark.parametrize("V", [1, 2, 16, 1000, 49152])
+    def test_sampling_equals_torch_multinomial_and_moves_the_generator_alike(self, V):
+        chains = [[], [TopK(50)], [TopK(50), TopP(0.9)], [TopP(0.5)], [Temperature(1e-3)], [TopK(1)]]
+        g_ours, g_torch = torch.Generator().manual_seed(V), torch.Generator().manual_seed(V)
+        for seed in range(36):  # one generator throughout: every draw starts where the last one left it
+            z = model_like(V, seed, ["float32", "bf16"][seed % 2])
+            logits = apply_processors(z, chains[seed % len(chains)], ctx(V))
+            token = select(logits, False, g_ours)
+            assert token == int(torch.multinomial(probabilities(logits), 1, generator=g_torch)), (V, seed)
+            assert torch.equal(g_ours.get_state(), g_torch.get_state())
+
+    def test_sampling_a_point_mass_of_overflowed_logits(self):
+        z = torch.zeros(49152)
+        z[[7, 40000]] = float("inf")
+        g_ours, g_torch = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        for _ in range(20):
+            token = select(z, False, g_ours)
+            assert token in (7, 40000)
+            assert token == int(torch.multinomial(probabilities(z), 1, generator=g_torch))
+
+    def test_greedy_takes_the_first_of_equal_maxima_in_a_large_vocabulary(self):
+        z = model_like(128256, 0)
+        z[[70000, 5, 128255]] = float(z.max()) + 1.0
+        assert select(z, True, None) == 5
+
+    @pytest.mark.parametrize("greedy", [True, False])
+    def test_one_nan_in_a_large_vocabulary_is_an_error(self, greedy):
+        z = model_like(128256, 1)
+        z[100_000] = float("nan")
+        with pytest.raises(GenerationError, match="NaN"):
+            select(z, greedy, torch.Generator().manual_seed(0))

@@ -8,6 +8,7 @@ tokens.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -95,17 +96,13 @@ def _byte_level_bpe(meta: dict, tokens: list[str], types: list[int], name: str) 
     if not isinstance(merges_text, list):
         raise TokenizerError(f"{name} has a BPE tokenizer without merges", hint=_CORRUPT_HINT)
     alphabet = _byte_alphabet()
-    letters = set(alphabet)
+    foreign = re.compile("[^" + re.escape("".join(alphabet)) + "]").search  # a character outside it
     vocab: dict[str, int] = {}
     for i, (t, kind) in enumerate(zip(tokens, types)):
-        if kind not in (_CONTROL, _USER_DEFINED) and not set(t) <= letters:
+        if kind not in (_CONTROL, _USER_DEFINED) and foreign(t):
             t = "".join(alphabet[b] for b in t.encode("utf-8"))  # a token stored as plain UTF-8
         vocab.setdefault(t, i)
-    merges = []
-    for m in merges_text:
-        cut = m.find(" ", 1)
-        if cut > 0:
-            merges.append((m[:cut], m[cut + 1 :]))
+    merges = [(m[:cut], m[cut + 1 :]) for m in merges_text if (cut := m.find(" ", 1)) > 0]
     pre = meta.get("tokenizer.ggml.pre") or "default"
     if pre not in _PRE:
         warnings.warn(

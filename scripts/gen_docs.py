@@ -86,9 +86,66 @@ def _commands(group: Any, ctx: Any) -> Iterator[tuple[Any, Any]]:
             yield from _commands(cmd, sub_ctx)
 
 
+def _type_label(hint: Any, info: Any) -> str:
+    """``int``, ``int range``, ``list[str]``, ``a|b``: how a parameter's annotation reads in the tables.
+    Taken from our own annotations, not from Typer's help records, whose spelling of types changes
+    between Typer releases (the README must not depend on which Typer a machine installed)."""
+    import enum
+    import typing
+    from pathlib import Path
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Annotated:
+        return _type_label(args[0], info)
+    if typing.get_origin(hint) is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return _type_label(inner[0], info) if len(inner) == 1 else "|".join(_type_label(a, info) for a in inner)
+    if typing.get_origin(hint) in (list, typing.List):
+        return f"list[{_type_label(args[0], None)}]"
+    if typing.get_origin(hint) is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "|".join(str(m.value) for m in hint)
+    ranged = info is not None and (getattr(info, "min", None) is not None or getattr(info, "max", None) is not None)
+    names = {int: "int", float: "float", str: "str", bool: "bool", Path: "path"}
+    label = names.get(hint, getattr(hint, "__name__", str(hint)))
+    return f"{label} range" if ranged and hint in (int, float) else label
+
+
+def _signature(p: Any, hints: dict[str, Any]) -> str:
+    """``-m, --model <str>``, ``--echo / --no-echo``, ``model <str>``: a parameter's names and value type."""
+    import typing
+
+    hint = hints.get(p.name)
+    info = next((m for m in typing.get_args(hint)[1:]), None) if hint is not None else None
+    value = f"<{_type_label(hint, info)}>" if hint is not None else ""
+    if p.param_type_name == "argument":
+        return f"{p.name} {value}".rstrip()
+
+    def joined(opts: list[str]) -> str:  # short forms first, as click lists them
+        return ", ".join(sorted(opts, key=lambda o: len(o) - len(o.lstrip("-"))))
+
+    names = joined(p.opts)
+    if getattr(p, "secondary_opts", None):
+        names += " / " + joined(p.secondary_opts)
+    return names if getattr(p, "is_flag", False) or not value else f"{names} {value}"
+
+
+def _hints(cmd: Any) -> dict[str, Any]:
+    """The annotations of the function behind a command (its parameters' declared types)."""
+    import inspect
+    import typing
+
+    callback = getattr(cmd, "callback", None)
+    if callback is None:
+        return {}
+    return typing.get_type_hints(inspect.unwrap(callback), include_extras=True)
+
+
 def _params_markdown(cmd: Any, ctx: Any) -> list[str]:
     """Tables of the arguments, then the options grouped by help panel (in the order they are declared)."""
     help_names = set(ctx.help_option_names)
+    hints = _hints(cmd)
     panels: dict[str, list[tuple[str, str]]] = {}
     for p in cmd.params:
         if getattr(p, "hidden", False) or (p.param_type_name == "option" and set(p.opts) & help_names):
@@ -96,7 +153,7 @@ def _params_markdown(cmd: Any, ctx: Any) -> list[str]:
         record = p.get_help_record(ctx)
         if record is None:
             continue
-        name, text = record
+        name, text = _signature(p, hints), record[1]
         if p.param_type_name == "argument":
             panel = "Arguments"
         else:

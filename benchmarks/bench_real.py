@@ -11,7 +11,8 @@ warm-up, the two engines alternating run by run with the same torch thread count
    bfloat16 (``generate``). Also printed: whether the float32 token ids are identical, the ratio
    ours/transformers, and each mode's share of the memory-bandwidth limit: ``--bandwidth-gbs`` (34 on the
    2-core machine of benchmarks/README.md) divided by the bytes one token reads (the weights plus the
-   average key/value cache).
+   average key/value cache); and "share 2", the same against what ``torch.sum`` over 512 MiB actually
+   reads per second in this run (the practical ceiling: about 27 GB/s on that machine).
 2. **Time to first token** for a 512-token prompt (prefill batched on both sides).
 3. **Quality** of each of our modes (``--quality``): perplexity of a fixed text and top-1 agreement with
    float32, teacher-forced one token at a time.
@@ -156,6 +157,19 @@ class Theirs:
         return out[0, len(prompt):].tolist(), stamps
 
 
+def read_bandwidth_gbs(runs: int, nbytes: int = 512 << 20) -> float:
+    """What this machine reads per second through torch: median of ``torch.sum`` over ``nbytes`` of
+    float32 (as many threads as the engines use). The practical ceiling of a memory-bound decode."""
+    buf = torch.ones(nbytes // 4)
+    buf.sum()  # pages touched once before timing
+    times = []
+    for _ in range(max(3, runs)):
+        t0 = time.perf_counter()
+        buf.sum()
+        times.append(time.perf_counter() - t0)
+    return nbytes / median(times) / 1e9
+
+
 def decode_rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
@@ -288,15 +302,19 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nSmolLM2-135M-Instruct | torch {env['torch']} | transformers {env.get('transformers', '-')} | "
           f"{env['threads']} threads | {env['cpus']} CPUs ({env['cpu']}) | medians of {args.runs} runs")
     dec = res["decode"]
+    measured = env["read_gbs"]
     print(f"\nDecoding: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy "
-          f"(tokens/s after the first token); bandwidth limit at {args.bandwidth_gbs:g} GB/s")
+          f"(tokens/s after the first token); bandwidth limit at {args.bandwidth_gbs:g} GB/s; "
+          f"measured: torch.sum reads {measured:.1f} GB/s (share 2)")
     ttft = f"TTFT {args.ttft_tokens}"
-    print(f"  {'engine':<32}{'tok/s':>8}{'MB/token':>10}{'limit':>8}{'share':>8}{ttft:>10}")
+    print(f"  {'engine':<32}{'tok/s':>8}{'MB/token':>10}{'limit':>8}{'share':>8}{'share 2':>9}{ttft:>10}")
     for name, e in dec.items():
         mb = f"{e['bytes_per_token'] / 1e6:.0f}" if "bytes_per_token" in e else "-"
         lim = f"{e['bandwidth_limit_tokens_per_s']:.0f}" if "bytes_per_token" in e else "-"
         share = f"{e['bandwidth_share']:.0%}" if "bytes_per_token" in e else "-"
-        print(f"  {name:<32}{e['tokens_per_s']:>8.1f}{mb:>10}{lim:>8}{share:>8}{e['first_token_s']:>9.3f}s")
+        share2 = f"{e['tokens_per_s'] * e['bytes_per_token'] / 1e9 / measured:.0%}" if "bytes_per_token" in e else "-"
+        print(f"  {name:<32}{e['tokens_per_s']:>8.1f}{mb:>10}{lim:>8}{share:>8}{share2:>9}"
+              f"{e['first_token_s']:>9.3f}s")
     for dtype in ("float32", "bfloat16"):
         ours, theirs = dec.get(f"ours {dtype}"), dec.get(f"transformers {dtype}")
         if ours and theirs:
@@ -388,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text_ids = tok.encode(TEXT * 40)
     prompt, long_prompt = text_ids[: args.prompt_tokens], text_ids[: args.ttft_tokens]
     res: dict[str, Any] = {"environment": environment(args), "decode": {}}
+    res["environment"]["read_gbs"] = read_bandwidth_gbs(args.runs)
     for dtype in ("float32", "bfloat16"):
         if any(d == dtype for _, d, _ in modes):
             res["decode"].update(bench_dtype(args, directory, dtype, prompt, long_prompt, modes))

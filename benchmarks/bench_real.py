@@ -7,7 +7,7 @@ warm-up, the two engines alternating run by run with the same torch thread count
 
 1. **Decoding**: a 20-token prompt, 128 new tokens, greedy, end-of-sequence held off (min_new_tokens, on
    both sides). tokens/s counts the tokens after the first (the first one pays the prompt). Ours runs
-   float32, bfloat16, and int8 weight-only (float32 and bfloat16 activations); transformers float32 and
+   float32, bfloat16, and int8 and int4 weight-only (float32 and bfloat16 activations); transformers float32 and
    bfloat16 (``generate``). Also printed: whether the float32 token ids are identical, the ratio
    ours/transformers, and each mode's share of the memory-bandwidth limit: ``--bandwidth-gbs`` (34 on the
    2-core machine of benchmarks/README.md) divided by the bytes one token reads (the weights plus the
@@ -60,7 +60,8 @@ TEXT = ("The water cycle describes how water moves between the oceans, the air a
         "the sea, and the cycle begins again. ")
 #: (name, dtype, quantize) of our modes; transformers runs the dtypes only.
 MODES = [("float32", "float32", None), ("bfloat16", "bfloat16", None),
-         ("int8 (f32 act.)", "float32", "int8"), ("int8 (bf16 act.)", "bfloat16", "int8")]
+         ("int8 (f32 act.)", "float32", "int8"), ("int8 (bf16 act.)", "bfloat16", "int8"),
+         ("int4 (f32 act.)", "float32", "int4"), ("int4 (bf16 act.)", "bfloat16", "int4")]
 TARGET_RATIO = 1.5
 TARGET_BANDWIDTH_SHARE = 0.5
 TARGET_HELP_S = 0.15

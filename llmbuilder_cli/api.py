@@ -179,8 +179,9 @@ def load_model(
     checkpoints that do not record their configuration. ``threads`` sets torch's CPU thread count for
     the whole process: a number, "auto" (1 for small models), or None to leave it alone. ``dtype``:
     "auto" (float32 on CPU and MPS; bfloat16, else float16, on CUDA), "float32", "bfloat16" or "float16".
-    ``quantize``: None, or "int8" for weight-only int8 (Llama-family models: about 4x less memory traffic
-    than float32 per token, with a small, measured loss of quality; see README "Performance").
+    ``quantize``: None, "int8" or "int4" for weight-only quantization (Llama-family models: int8 reads
+    about 4x less memory than float32 per token; int4, groups of 32 with torch's CPU kernel, decodes
+    fastest; each with a small, measured loss of quality; see README "Performance").
 
     Model formats: llmbuilder files, Hugging Face directories (``config.json`` + safetensors) of the
     Llama family and GPT-2, and GGUF files (dequantized at load).

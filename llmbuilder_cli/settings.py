@@ -59,7 +59,7 @@ RUN_KEYS: dict[str, str] = {
     "tokenizer": "Tokenizer directory or file (default: the one beside the model).",
     "device": "auto, cpu, cuda, cuda:N or mps.",
     "dtype": "auto, float32, bfloat16 or float16.",
-    "quantize": "none, or int8 (weight-only int8 for Llama-family models).",
+    "quantize": "none, int8 or int4 (weight-only quantization for Llama-family models).",
     "threads": "CPU threads: a whole number >= 1, or 'auto'.",
     "system": "System text that opens a chat's context.",
 }
@@ -70,7 +70,7 @@ KEYS: dict[str, str] = {**RUN_KEYS, **{k: FIELD_HELP[k] for k in GENERATION_KEYS
 ALIASES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("none", "int8", "int4")
 MAX_THREADS = 1024  # a saved setting must fit any machine; each run checks its own machine's limit too
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -69,12 +69,12 @@ def test_kernel_guard():
     assert not has_int8_kernel(torch.device("meta"), torch.bfloat16, 64)
     assert isinstance(make_linear(_weights(4, 16), quantize="int8"), Int8Linear)
     with pytest.raises(ValueError):
-        make_linear(_weights(4, 16), quantize="int4")
+        make_linear(_weights(4, 16), quantize="int2")
 
 
 def test_load_refuses_unknown_and_unsupported_quantizations():
     with pytest.raises(UsageError, match="unknown quantization"):
-        load(MODEL_PT, TOKENIZER_DIR, device="cpu", quantize="int4")
+        load(MODEL_PT, TOKENIZER_DIR, device="cpu", quantize="int2")
     with pytest.raises(UsageError, match="not available for llmbuilder-gpt"):
         load(MODEL_PT, TOKENIZER_DIR, device="cpu", quantize="int8")
 

@@ -93,7 +93,7 @@ def write_hf_dir(folder: Path, case: str, dtype: torch.dtype) -> dict[str, torch
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("quantize", [None, "int8", "int4"])
 @pytest.mark.parametrize("case", ["gqa-untied", "mqa-tied-head_dim24", "llama-biases"])
 def test_lazily_built_model_equals_the_one_from_a_state_dict(tmp_path, case, dtype, quantize):
     dt = getattr(torch, dtype)

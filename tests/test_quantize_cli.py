@@ -17,8 +17,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_quantize_is_refused_for_models_without_an_int8_path():
     p = run("generate", "text", "-m", str(MODEL_PT), "-t", str(TOKENIZER_DIR), "-p", "hi", "--quantize", "int8")
     assert p.returncode == 2 and p.stderr.startswith("Error: int8 quantization is not available"), p.stderr
-    p = run("generate", "text", "-p", "hi", "--quantize", "int4")
-    assert p.returncode == 2 and "unknown quantization 'int4'" in p.stderr
+    p = run("generate", "text", "-p", "hi", "--quantize", "int2")
+    assert p.returncode == 2 and "unknown quantization 'int2'" in p.stderr
 
 
 @pytest.mark.realmodel

@@ -63,7 +63,8 @@ _DTYPE_HELP = {
     "bfloat16": "half the memory, float32's range",
     "float16": "half the memory, GPUs",
 }
-QUANTIZE: Candidates = [("none", "weights as stored (in --dtype)"), ("int8", "weight-only int8 (Llama family)")]
+QUANTIZE: Candidates = [("none", "weights as stored (in --dtype)"), ("int8", "weight-only int8 (Llama family)"),
+                        ("int4", "weight-only 4-bit, groups of 32 (Llama family, CPU)")]
 _TEMPLATE_WORDS: Candidates = [
     ("auto", "the model's chat template, else plain User:/Assistant: turns"),
     ("none", "always plain User:/Assistant: turns"),
@@ -132,7 +133,7 @@ def complete_dtype(incomplete: str) -> Candidates:
 
 
 def complete_quantize(incomplete: str) -> Candidates:
-    """``--quantize``: none, int8."""
+    """``--quantize``: none, int8, int4."""
     return _matching(QUANTIZE, incomplete)
 
 

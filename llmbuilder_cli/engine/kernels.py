@@ -13,6 +13,9 @@ dtype (measured on a 2-core AVX-512 CPU, SmolLM2-135M shapes; see benchmarks/REA
   with 16-bit activations (float32 activations are rounded to bfloat16 for the product: that kernel is
   ~10x slower in float32); for 16 rows or more (a prompt), elsewhere, or without that kernel, the int8
   weight is converted once per call and multiplied densely, the scales applied to the output.
+* int4 weight-only (``engine/int4.py``): groups of 32 with a scale and zero point, torch's CPU int4
+  kernel (about 2.5x faster than the int8 one per token); the output head, and any layer whose shape
+  that kernel refuses, stay int8.
 
 Every layer object is called as ``layer(x)`` with ``x`` (..., K) → (..., N), in the activation dtype.
 """
@@ -24,21 +27,25 @@ from typing import Iterable, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .int4 import Int4Linear, quantize_int4_blocks, supports_int4
+
 __all__ = [
     "Linear",
     "Int8Linear",
+    "Int4Linear",
     "Concat",
     "LinearLike",
     "make_linear",
     "quantize_int8",
     "quantize_int8_blocks",
+    "quantize_blocks",
     "has_int8_kernel",
     "fuses_layers",
     "QUANTIZATIONS",
 ]
 
-#: Values of ``load(..., quantize=...)``: None (weights in the model dtype) or "int8" (weight-only).
-QUANTIZATIONS = (None, "int8")
+#: Values of ``load(..., quantize=...)``: None (weights in the model dtype), "int8" or "int4" (weight-only).
+QUANTIZATIONS = (None, "int8", "int4")
 
 _INT8_MAX = 127.0
 #: From this many rows on, dequantizing the weight once and using a dense product beats torch's int8 kernel,
@@ -123,7 +130,7 @@ class Int8Linear:
         return self.qweight[ids].to(self.dtype) * self.scale[ids].unsqueeze(-1)
 
 
-LinearLike = Union[Linear, Int8Linear]
+LinearLike = Union[Linear, Int8Linear, Int4Linear]
 
 
 def has_int8_kernel(device: torch.device, dtype: torch.dtype, in_features: int) -> bool:
@@ -186,10 +193,23 @@ class Concat:
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *, quantize: str | None = None,
                 dtype: torch.dtype | None = None) -> LinearLike:
-    """A layer for ``weight`` (N, K): dense in its own dtype, or int8 weight-only with ``quantize="int8"``
+    """A layer for ``weight`` (N, K): dense in its own dtype, or weight-only int8 / int4 with ``quantize``
     (activations in ``dtype``, default the weight's dtype)."""
     if quantize is None:
         return Linear(weight, bias)
-    if quantize == "int8":
-        return quantize_int8(weight, bias, dtype or weight.dtype)
+    step = max(1, _QUANT_BLOCK // max(1, weight.shape[1]))
+    blocks = ((r0, weight[r0 : r0 + step]) for r0 in range(0, weight.shape[0], step))
+    return quantize_blocks(quantize, tuple(weight.shape), blocks, bias, dtype or weight.dtype, device=weight.device)
+
+
+def quantize_blocks(quantize: str, shape: tuple[int, int], blocks: Iterable[tuple[int, torch.Tensor]],
+                    bias: torch.Tensor | None, dtype: torch.dtype, *,
+                    device: torch.device | None = None) -> LinearLike:
+    """A quantized layer for a weight of ``shape`` given as ``(first row, rows)`` blocks: int8, or int4
+    where torch's int4 kernel takes the shape (`int4.supports_int4`; the other layers of an int4 model
+    are int8, the nearest format that runs everywhere)."""
+    if quantize == "int4" and supports_int4(shape, torch.device("cpu") if device is None else torch.device(device)):
+        return quantize_int4_blocks(shape, blocks, bias, dtype)
+    if quantize in ("int8", "int4"):
+        return quantize_int8_blocks(shape, blocks, bias, dtype, device=device)
     raise ValueError(f"unknown quantization {quantize!r}; expected one of {QUANTIZATIONS}")

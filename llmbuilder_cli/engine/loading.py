@@ -754,13 +754,14 @@ def load(
     ``dtype``: ``auto`` (see `resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``, for every format.
     ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
     picks one from the model size (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
-    ``quantize``: None, or ``"int8"``: weight-only int8 for Llama-family models (``engine/kernels.py``);
+    ``quantize``: None, ``"int8"`` or ``"int4"``: weight-only quantization for Llama-family models
+    (``engine/kernels.py``, ``engine/int4.py``);
     activations, norms and attention stay in ``dtype``.
     """
     t0 = time.perf_counter()
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}",
-                         hint="use int8 (weight-only, Llama-family models) or leave it off")
+                         hint="use int8 or int4 (weight-only, Llama-family models) or leave it off")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     path = resolve_model_file(model_path)

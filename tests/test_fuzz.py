@@ -42,6 +42,7 @@ import pytest
 import tomlkit
 import torch
 from conftest import BEST_CKPT, FIXTURE, MODEL_PT, TOKENIZER_DIR, cli_cmd, cli_env
+from test_sampling import top_p_full_sort
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -450,17 +451,6 @@ def _top_p(raw: list[float], p: float) -> None:
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
     _top_p()
     check_count("top_p")
-
-
-def top_p_full_sort(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Top-p the plain way (a full sort of the vocabulary, as llmbuilder writes it): the fast path's reference."""
-    sorted_logits, order = torch.sort(logits, descending=True)  # (V,), (V,)
-    remove = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) > p  # (V,)
-    remove[1:] = remove[:-1].clone()
-    remove[0] = False
-    out = logits.clone()
-    out[order[remove]] = -INF
-    return out
 
 
 @fuzz_settings(MIN_EXAMPLES["top_p_full_sort"])

@@ -4,7 +4,6 @@ the shapes that fall back to int8, the packing assumption, and on SmolLM2 the qu
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 
 import pytest
@@ -103,23 +102,14 @@ def test_int4_quality_on_smollm2_perplexity_and_top1_agreement():
     (float32 activations) / 16.53 (bfloat16); top-1 agreement with float32 78/78 and 76/78. With the output
     head in int4 too it was 17.09 and 62/78: the head stays int8."""
     from real_models import smollm2_gguf
-    from test_perf_int8 import PROMPTS, TEXT, _teacher_forced
+    from test_perf_int8 import perplexity_and_top1
 
     path = smollm2_gguf()
-    results = {}
-    for quantize in (None, "int4"):
-        loaded = load(path, device="cpu", dtype="float32", quantize=quantize)
-        if quantize:
-            assert isinstance(loaded.model.blocks[0].qkv, Int4Linear)
-            assert isinstance(loaded.model.lm_head, Int8Linear)
-        seqs = [loaded.tokenizer.encode(TEXT)] + [loaded.tokenizer.encode(p) for p in PROMPTS]
-        nll, tops, n = 0.0, [], 0
-        for ids in seqs:
-            a, b = _teacher_forced(loaded, ids)
-            nll, tops, n = nll + a, tops + b, n + len(ids) - 1
-        results[quantize] = (math.exp(nll / n), tops)
-        del loaded
-    (ppl32, top32), (ppl4, top4) = results[None], results["int4"]
+    int4 = load(path, device="cpu", dtype="float32", quantize="int4")
+    assert isinstance(int4.model.blocks[0].qkv, Int4Linear) and isinstance(int4.model.lm_head, Int8Linear)
+    ppl4, top4 = perplexity_and_top1(int4)
+    del int4
+    ppl32, top32 = perplexity_and_top1(load(path, device="cpu", dtype="float32"))
     agreement = sum(a == b for a, b in zip(top32, top4)) / len(top32)
     assert ppl4 <= ppl32 * 1.03, (ppl4, ppl32)
     assert agreement >= 0.9, agreement

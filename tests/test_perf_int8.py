@@ -100,22 +100,23 @@ def _teacher_forced(loaded, ids: list[int]) -> tuple[float, list[int]]:
     return nll, tops
 
 
+def perplexity_and_top1(loaded) -> tuple[float, list[int]]:
+    """Perplexity over TEXT and PROMPTS, teacher-forced, and the argmax after every prefix."""
+    seqs = [loaded.tokenizer.encode(TEXT)] + [loaded.tokenizer.encode(p) for p in PROMPTS]
+    nll, tops, n = 0.0, [], 0
+    for ids in seqs:
+        a, b = _teacher_forced(loaded, ids)
+        nll, tops, n = nll + a, tops + b, n + len(ids) - 1
+    return math.exp(nll / n), tops
+
+
 @pytest.mark.realmodel
 @pytest.mark.slow
 def test_int8_quality_on_smollm2_perplexity_and_top1_agreement():
     """Measured on SmolLM2-135M (its GGUF, dequantized), 78 predicted tokens: perplexity float32 16.64,
     int8 16.63 (bfloat16 16.78); top-1 agreement with float32 77/78 (bfloat16 77/78)."""
     path = smollm2_gguf()
-    results = {}
-    for quantize in (None, "int8"):
-        loaded = load(path, device="cpu", dtype="float32", quantize=quantize)
-        seqs = [loaded.tokenizer.encode(TEXT)] + [loaded.tokenizer.encode(p) for p in PROMPTS]
-        nll, tops, n = 0.0, [], 0
-        for ids in seqs:
-            a, b = _teacher_forced(loaded, ids)
-            nll, tops, n = nll + a, tops + b, n + len(ids) - 1
-        results[quantize] = (math.exp(nll / n), tops)
-        del loaded
+    results = {q: perplexity_and_top1(load(path, device="cpu", dtype="float32", quantize=q)) for q in (None, "int8")}
     (ppl32, top32), (ppl8, top8) = results[None], results["int8"]
     agreement = sum(a == b for a, b in zip(top32, top8)) / len(top32)
     assert ppl8 <= ppl32 * 1.03, (ppl8, ppl32)

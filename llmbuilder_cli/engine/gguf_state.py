@@ -25,6 +25,7 @@ import torch
 from ..errors import ModelLoadError
 from .gguf_header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
 from .gguf_quants import _few_threads, dequantize
+from .weights_io import stack_rows
 
 __all__ = ["BLOCK_ELEMENTS", "Entry", "GGUFState", "unpermute_rows"]
 
@@ -102,15 +103,9 @@ class GGUFState(Mapping[str, torch.Tensor]):
 
     def stacked(self, keys: list[str]) -> torch.Tensor:
         """The tensors ``keys`` concatenated along their first dimension, each read in place."""
-        shapes = [self._entries[k].shape for k in keys]
-        if any(s[1:] != shapes[0][1:] for s in shapes):
-            raise ValueError(f"cannot stack tensors of shapes {shapes}")
-        out = torch.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=self.dtype, device=self.device)
-        row = 0
-        for key, shape in zip(keys, shapes):
-            self._read_into(self._entries[key], out[row : row + shape[0]])
-            row += shape[0]
-        return out
+        return stack_rows(keys, [self._entries[k].shape for k in keys],
+                          lambda key, rows: self._read_into(self._entries[key], rows), dtype=self.dtype,
+                          device=self.device)
 
     def row_blocks(self, key: str, max_elements: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first row, rows)`` blocks of the matrix ``key`` as float32 on the CPU, in the state's row

@@ -144,9 +144,13 @@ def has_int8_kernel(device: torch.device, dtype: torch.dtype, in_features: int) 
 def quantize_int8(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
     """Symmetric per-output-channel int8 quantization of ``weight`` (N, K): ``q = round(w / s)`` with
     ``s = max|w| / 127`` per row, computed in float32 (in blocks of rows, so temporaries stay small)."""
+    return quantize_int8_blocks(tuple(weight.shape), _row_blocks(weight), bias, dtype, device=weight.device)
+
+
+def _row_blocks(weight: torch.Tensor) -> Iterable[tuple[int, torch.Tensor]]:
+    """``(first row, rows)`` views of ``weight`` (N, K), about `_QUANT_BLOCK` elements each."""
     step = max(1, _QUANT_BLOCK // max(1, weight.shape[1]))
-    blocks = ((r0, weight[r0 : r0 + step]) for r0 in range(0, weight.shape[0], step))
-    return quantize_int8_blocks(tuple(weight.shape), blocks, bias, dtype, device=weight.device)
+    return ((r0, weight[r0 : r0 + step]) for r0 in range(0, weight.shape[0], step))
 
 
 def quantize_int8_blocks(shape: tuple[int, int], blocks: Iterable[tuple[int, torch.Tensor]],
@@ -197,9 +201,8 @@ def make_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *, quant
     (activations in ``dtype``, default the weight's dtype)."""
     if quantize is None:
         return Linear(weight, bias)
-    step = max(1, _QUANT_BLOCK // max(1, weight.shape[1]))
-    blocks = ((r0, weight[r0 : r0 + step]) for r0 in range(0, weight.shape[0], step))
-    return quantize_blocks(quantize, tuple(weight.shape), blocks, bias, dtype or weight.dtype, device=weight.device)
+    return quantize_blocks(quantize, tuple(weight.shape), _row_blocks(weight), bias, dtype or weight.dtype,
+                           device=weight.device)
 
 
 def quantize_blocks(quantize: str, shape: tuple[int, int], blocks: Iterable[tuple[int, torch.Tensor]],

@@ -25,13 +25,13 @@ import mmap
 import struct
 import sys
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 from ..errors import ModelLoadError
 
-__all__ = ["SafetensorsFile", "LazyState", "CHUNK_BYTES"]
+__all__ = ["SafetensorsFile", "LazyState", "CHUNK_BYTES", "stack_rows"]
 
 #: Largest temporary buffer used for a conversion (bytes of stored data).
 CHUNK_BYTES = 4 << 20
@@ -164,6 +164,20 @@ class SafetensorsFile:
             got += k
 
 
+def stack_rows(keys: list[str], shapes: list[tuple[int, ...]], read_into: Callable[[str, torch.Tensor], object],
+               *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One new tensor holding the tensors ``keys`` (of ``shapes``) one after the other along the first
+    dimension, each written in place by ``read_into(key, rows)``: a fused layer without temporary copies."""
+    if any(s[1:] != shapes[0][1:] for s in shapes):
+        raise ValueError(f"cannot stack tensors of shapes {shapes}")
+    out = torch.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=dtype, device=device)
+    row = 0
+    for key, shape in zip(keys, shapes):
+        read_into(key, out[row : row + shape[0]])
+        row += shape[0]
+    return out
+
+
 class LazyState(Mapping[str, torch.Tensor]):
     """A state dict whose tensors are read from safetensors files when looked up (each lookup reads
     again: a model builder takes each tensor once). ``names``: {state name: (file, stored name)}.
@@ -208,14 +222,8 @@ class LazyState(Mapping[str, torch.Tensor]):
     def stacked(self, keys: list[str]) -> torch.Tensor:
         """The tensors ``keys`` concatenated along their first dimension, read in place."""
         shapes = [self._names[k][0].entry(self._names[k][1])[1] for k in keys]
-        if any(s[1:] != shapes[0][1:] for s in shapes):
-            raise ValueError(f"cannot stack tensors of shapes {shapes}")
-        out = torch.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=self.dtype, device=self.device)
-        row = 0
-        for key, shape in zip(keys, shapes):
-            self._get(key, out=out[row : row + shape[0]])
-            row += shape[0]
-        return out
+        return stack_rows(keys, shapes, lambda key, rows: self._get(key, out=rows), dtype=self.dtype,
+                          device=self.device)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

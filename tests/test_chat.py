@@ -45,7 +45,7 @@ def test_set_temperature_0_then_regen_gives_the_same_reply(tiny_loaded):
     assert code == 0
     a, b = out.splitlines()
     assert a == b and a
-    assert "temperature = 0.0" in err and "context:" in err and "1 exchanges" in err
+    assert "temperature = 0.0" in err and "context:" in err and "1 exchange," in err
 
 
 def test_save_then_load_restores_history_and_settings(tiny_loaded, tmp_path):
@@ -102,6 +102,7 @@ class FakeConversation:
 
     def __init__(self) -> None:
         self.turns: list = []
+        self.dropped: list = []
         self.pending = None
         self.started: list[str] = []
 
@@ -127,7 +128,7 @@ class FakeConversation:
     def set_system(self, text):
         self.system = text
 
-    def load_turns(self, pairs):
+    def load_turns(self, pairs, dropped=0):
         self.turns = list(pairs)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple, Protocol, TextIO
 from .config import FIELD_HELP, GenerationConfig, field_key, parse_field_value
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
 from .paths import write_text_atomic
-from .terminal_text import for_stream
+from .terminal_text import for_stream, wrap_for
 from .types import GenerationStats, StreamChunk, footer_text
 
 __all__ = [
@@ -257,7 +257,7 @@ def run_chat(
     initial_sources = dict(sources)
 
     def say(text: str) -> None:
-        error_stream.write(for_stream(text, error_stream) + "\n")
+        error_stream.write(for_stream(wrap_for(text, error_stream), error_stream) + "\n")
         error_stream.flush()
 
     def read_message() -> str | None:

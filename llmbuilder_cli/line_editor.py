@@ -39,10 +39,11 @@ def open_history() -> "str | None":
 
 
 def _completer(words: Mapping[str, Iterable[str]]):
-    """Completes a command at the start of the line, then the first argument from ``words[command]``."""
+    """Completes a command at the start of the line, then the first argument from ``words[command]``
+    (case ignored), in the order given: ``/se`` offers ``/set`` before ``/seed``, as /help lists them."""
     from prompt_toolkit.completion import Completer, Completion
 
-    table = {name: sorted(args) for name, args in words.items()}
+    table = {name: tuple(args) for name, args in words.items()}  # offered in this order
 
     class ChatCompleter(Completer):
         def get_completions(self, document, complete_event):
@@ -50,7 +51,7 @@ def _completer(words: Mapping[str, Iterable[str]]):
             if not text.startswith("/"):
                 return
             if " " not in text:
-                for name in sorted(table):
+                for name in table:
                     if name.startswith(text.lower()):
                         yield Completion(name, start_position=-len(text))
                 return

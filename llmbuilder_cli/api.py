@@ -434,7 +434,8 @@ def interactive_cli(
     The KV cache is reused across turns; when the context would overflow, the oldest exchanges are
     dropped (``system`` text stays) and a note says so. Commands: ``/help``, ``/params``, ``/set KEY
     VALUE``, ``/seed``, ``/reset``, ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``,
-    ``/load``, ``/stats``, ``/exit``. Ends at end of input or ``/exit``, returning 0. Streams default to
+    ``/load``, ``/stats``, ``/exit`` (also ``/quit``, ``/bye``, or a line that is just ``exit`` or ``quit``;
+    ``/?`` is ``/help``). Ends at end of input or ``/exit``, returning 0. Streams default to
     the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
     plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
     how turns are written into the context; by default the model's chat template is used when it has one

@@ -338,7 +338,8 @@ def run_chat(
         if cmd == "/help":
             for name, text in COMMANDS.items():
                 say(f"  {name:<9} {text}" + ("  (also /?)" if name == "/help" else ""))
-            say('  """      start a multi-line message (text may follow on the same line); a line ending with """ ends it')
+            say('  """      start a multi-line message (text may follow on the same line); '
+                'a line ending with """ ends it')
         elif cmd == "/params":
             for name, value in state.config.to_dict().items():
                 say(f"  {name:<19} {value!r:<12} ({state.sources.get(name, 'default')})")
@@ -422,7 +423,8 @@ def run_chat(
         elif cmd == "/stats":
             st = state.last_stats
             if st is not None:
-                say(f"last reply: {_count(st.new_tokens, 'token')}, first token {st.time_to_first_token_s * 1000:.0f} ms, "
+                say(f"last reply: {_count(st.new_tokens, 'token')}, "
+                    f"first token {st.time_to_first_token_s * 1000:.0f} ms, "
                     f"{st.tokens_per_s:.1f} tok/s" + (f", seed {st.seed}" if st.seed is not None else ""))
             say(f"context: {conv.context_used}/{conv.block_size} tokens, {_count(len(conv.turns), 'exchange')}, "
                 f"{conv.dropped_turns} dropped to make room")

@@ -136,8 +136,9 @@ def test_multi_line_message_tab_completion_set_aliases_and_private_history(tmp_p
 
 
 def test_piped_jsonl_chat_gives_one_object_per_reply(tiny_loaded):
-    p = subprocess.run([*CMD, "-i", "--jsonl", "--greedy", "--max-tokens", "12"], input="Once upon a time\n/stats\nthe owl\n",
-                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    p = subprocess.run([*CMD, "-i", "--jsonl", "--greedy", "--max-tokens", "12"],
+                       input="Once upon a time\n/stats\nthe owl\n", capture_output=True, text=True, env=cli_env(),
+                       timeout=120)
     assert p.returncode == 0, p.stderr
     records = [json.loads(line) for line in p.stdout.splitlines()]
     assert len(records) == 2 and p.stdout.count("\n") == 2

@@ -424,7 +424,8 @@ def text_command(
     if as_json and as_jsonl:
         raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
     if interactive and as_json:
-        raise UsageError("--interactive prints text, not one JSON object", hint="use --jsonl for one JSON object per reply")
+        raise UsageError("--interactive prints text, not one JSON object",
+                         hint="use --jsonl for one JSON object per reply")
     n_probs = top_logprobs or (5 if show_probs else 0)
     if n_probs and interactive:
         raise UsageError("--show-probs and --top-logprobs work with one-shot generation", hint="leave out --interactive")

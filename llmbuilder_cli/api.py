@@ -427,19 +427,22 @@ def interactive_cli(
     error_stream: TextIO | None = None,
     render_reply: Callable[[Any], Any] | None = None,
     sources: dict[str, str] | None = None,
+    jsonl: bool = False,
 ) -> int:
     """A multi-turn chat: each line read is a message; the reply is printed and both join the context.
 
     The KV cache is reused across turns; when the context would overflow, the oldest exchanges are
     dropped (``system`` text stays) and a note says so. Commands: ``/help``, ``/params``, ``/set KEY
     VALUE``, ``/seed``, ``/reset``, ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``,
-    ``/load``, ``/stats``, ``/exit``. Ends at end of input or ``/exit``, returning 0. Streams default to
+    ``/load``, ``/stats``, ``/exit`` (also ``/quit``, ``/bye``, or a line that is just ``exit`` or ``quit``;
+    ``/?`` is ``/help``). Ends at end of input or ``/exit``, returning 0. Streams default to
     the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
     plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
     how turns are written into the context; by default the model's chat template is used when it has one
     (``chat_template``: "auto", "none" or a Jinja file), else ``User: …`` / ``Assistant:`` lines.
     ``sources`` (setting → where it came from) is what ``/params`` shows; the CLI passes its settings'
-    provenance (flag, environment variable, profile).
+    provenance (flag, environment variable, profile). ``jsonl=True`` is the machine mode: one compact JSON
+    object per reply on the output stream (user text, reply text, finish reason, context, stats).
     """
     from .chat import run_chat
     from .engine.conversation import Conversation
@@ -466,10 +469,10 @@ def interactive_cli(
         except (ValueError, OSError):
             pass
     if input_stream is None and _is_terminal(sys.stdin) and _is_terminal(sys.stderr):
-        from .chat import COMMANDS
+        from .chat import completions
         from .line_editor import terminal_reader
 
-        read_line = terminal_reader(COMMANDS)  # line editing, history, tab completion
+        read_line = terminal_reader(completions())  # line editing, history, tab completion (drawn on stderr)
     return run_chat(
         Conversation(loaded, turn_format, system=system, template=template),
         cfg,
@@ -480,6 +483,7 @@ def interactive_cli(
         sources=sources,
         read_line=read_line,
         render_reply=render_reply,
+        jsonl=jsonl,
     )
 
 

@@ -2,27 +2,47 @@
 
 Each message and each accepted reply joins a running context (see engine/conversation.py for the token
 side: KV-cache reuse and the overflow policy). Replies go to the output stream; the banner, prompts,
-notes, footers and errors go to the error stream, so piped use gets clean replies, one per input line.
-The loop takes its I/O and the conversation as parameters: tests drive it without a terminal.
+notes, footers and errors go to the error stream, so a redirected stdout holds replies only. Plain
+output writes each reply followed by one newline (a reply may itself span lines); the machine mode
+(``jsonl=True``, the CLI's ``--jsonl``) writes one JSON object per reply instead, one per line. Text bound
+for a terminal has its control characters shown, not obeyed (terminal_text.for_stream); pipes and files
+get the exact bytes. The loop takes its I/O and the conversation as parameters: tests drive it without a
+terminal.
 
 Ctrl-C during a reply stops that reply only; the partial text stays in view, marked, and joins the
-context only after ``/keep``. Ctrl-C at the prompt explains how to leave; end of input (Ctrl-D) ends
-with code 0. A line holding only ``\"\"\"`` starts a multi-line message, ended by another such line.
+context only after ``/keep``. Ctrl-C at the prompt explains how to leave; end of input (Ctrl-D), ``/exit``
+(``/quit``, ``/bye``) or a line that is just ``exit`` or ``quit`` ends with code 0. A line starting with
+``\"\"\"`` starts a multi-line message (text after the quotes is its first line); a line ending with
+``\"\"\"`` ends it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Callable, Protocol, TextIO
+from typing import Any, Callable, NamedTuple, Protocol, TextIO
 
-from .config import FIELD_HELP, GenerationConfig, parse_field_value
+from .config import FIELD_HELP, GenerationConfig, field_key, parse_field_value
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
+from .paths import write_text_atomic
+from .terminal_text import for_stream, wrap_for
 from .types import GenerationStats, StreamChunk, footer_text
 
-__all__ = ["COMMANDS", "ChatState", "run_chat", "write_stream", "save_transcript", "load_transcript"]
+__all__ = [
+    "COMMANDS",
+    "COMMAND_ALIASES",
+    "EXIT_WORDS",
+    "ChatState",
+    "Transcript",
+    "completions",
+    "run_chat",
+    "write_stream",
+    "save_transcript",
+    "load_transcript",
+]
 
 COMMANDS = {
     "/help": "show this help",
@@ -38,16 +58,35 @@ COMMANDS = {
     "/save": "/save FILE — write transcript and settings (.json, or .md for reading)",
     "/load": "/load FILE — restore a transcript and its settings saved as .json",
     "/stats": "numbers about the last reply and the context",
-    "/exit": "leave (also /quit or Ctrl-D)",
+    "/exit": "leave (also /quit, /bye, a line with just exit or quit, or Ctrl-D)",
 }
+#: Other spellings people bring from other chat tools → the command they mean.
+COMMAND_ALIASES = {"/quit": "/exit", "/bye": "/exit", "/?": "/help"}
+#: Whole lines (case and surrounding space ignored) that leave the chat like /exit.
+EXIT_WORDS = ("exit", "quit")
+MULTILINE = '"""'
+
+
+def completions() -> dict[str, tuple[str, ...]]:
+    """What Tab completes: every command (and alias) → the words its argument can start with."""
+    args = {"/set": GenerationConfig.field_names(), "/seed": ("off",)}
+    return {name: args.get(name, ()) for name in (*COMMANDS, *COMMAND_ALIASES)}
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 exchange``, ``2 exchanges``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 TRANSCRIPT_FORMAT = "llmbuilder-chat/1"
 
 
 class ConversationLike(Protocol):  # engine.conversation.Conversation, or a test double
     system: str
-    turns: list
-    dropped_turns: int
+    turns: list  # the exchanges in the context
+    dropped: list  # the exchanges dropped from it to make room, oldest first
+
+    @property
+    def dropped_turns(self) -> int: ...
 
     @property
     def context_used(self) -> int: ...
@@ -59,7 +98,7 @@ class ConversationLike(Protocol):  # engine.conversation.Conversation, or a test
     def undo(self) -> Any: ...
     def clear(self) -> None: ...
     def set_system(self, text: str) -> None: ...
-    def load_turns(self, pairs: list[tuple[str, str]]) -> None: ...
+    def load_turns(self, pairs: list[tuple[str, str]], dropped: int = 0) -> None: ...
 
 
 @dataclass
@@ -72,14 +111,27 @@ class ChatState:
 
 
 # ----------------------------------------------------------------------------------------- transcripts
+class Transcript(NamedTuple):
+    system: str
+    config: GenerationConfig
+    pairs: list[tuple[str, str]]  # (user, reply), oldest first
+    dropped: int  # how many of the first pairs had been dropped from the context to make room
+
+
 def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig) -> None:
-    """JSON (restorable) or, for a ``.md`` path, Markdown (for reading)."""
-    turns = [{"user": t.user, "reply": t.reply} for t in conv.turns]
+    """JSON (restorable) or, for a ``.md`` path, Markdown (for reading), replacing ``path`` atomically.
+
+    Every exchange is saved, those dropped from the context to make room included: they come first and
+    carry ``"dropped": true`` (in Markdown, a note), so loading the file restores the same context."""
+    turns = [{"user": t.user, "reply": t.reply, "dropped": True} for t in conv.dropped]
+    turns += [{"user": t.user, "reply": t.reply} for t in conv.turns]
     if path.suffix.lower() in (".md", ".markdown"):
         parts = ["# llmbuilder chat", ""]
         if conv.system:
             parts += ["**System:** " + conv.system, ""]
         for t in turns:
+            if t.get("dropped"):
+                parts += ["*(dropped from the model's context to make room)*", ""]
             parts += ["## You", "", t["user"], "", "## Model", "", t["reply"], ""]
         parts += ["## Settings", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
         text = "\n".join(parts)
@@ -87,13 +139,13 @@ def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig
         data = {"format": TRANSCRIPT_FORMAT, "system": conv.system, "settings": config.to_dict(), "turns": turns}
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}", hint="choose a writable path") from None
 
 
-def load_transcript(path: Path) -> tuple[str, GenerationConfig, list[tuple[str, str]]]:
-    """(system text, settings, (user, reply) pairs) from a JSON transcript written by /save."""
+def load_transcript(path: Path) -> Transcript:
+    """System text, settings and exchanges from a JSON transcript written by /save."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -106,9 +158,14 @@ def load_transcript(path: Path) -> tuple[str, GenerationConfig, list[tuple[str, 
         raise UsageError(f"{path} is not a chat transcript", hint="give a file saved with /save FILE.json")
     turns = data.get("turns", [])
     if not isinstance(turns, list) or not all(
-        isinstance(t, dict) and isinstance(t.get("user"), str) and isinstance(t.get("reply"), str) for t in turns
-    ):
+        isinstance(t, dict) and isinstance(t.get("user"), str) and isinstance(t.get("reply"), str)
+        and isinstance(t.get("dropped", False), bool) for t in turns
+    ):  # fmt: skip
         raise UsageError(f"{path}: 'turns' must be a list of {{user, reply}} texts", hint="re-save the chat")
+    flags = [t.get("dropped", False) for t in turns]
+    dropped = flags.index(False) if False in flags else len(flags)
+    if any(flags[dropped:]):
+        raise UsageError(f"{path}: dropped exchanges must come first", hint="re-save the chat")
     settings = data.get("settings", {})
     if not isinstance(settings, dict) or set(settings) - set(GenerationConfig.field_names()):
         raise UsageError(f"{path}: unknown settings", hint="re-save the chat with this version")
@@ -118,26 +175,40 @@ def load_transcript(path: Path) -> tuple[str, GenerationConfig, list[tuple[str, 
     system = data.get("system") or ""
     if not isinstance(system, str):
         raise UsageError(f"{path}: 'system' must be text", hint="re-save the chat")
-    return system, config, [(t["user"], t["reply"]) for t in turns]
+    return Transcript(system, config, [(t["user"], t["reply"]) for t in turns], dropped)
 
 
 # ------------------------------------------------------------------------------------------------ loop
 def write_stream(stream: Any, out: TextIO) -> tuple[StreamChunk | None, bool]:
     """Write a stream's text to ``out`` as it comes → (last chunk, whether Ctrl-C cancelled it).
-    On Ctrl-C the stream is cancelled and the text it still held back is written too."""
+    On Ctrl-C the stream is cancelled and the text it still held back is written too. On a terminal,
+    control characters in the text are shown, not obeyed; a pipe or file gets the exact text."""
     last: StreamChunk | None = None
     try:
         for chunk in stream:
             if chunk.text:
-                out.write(chunk.text)
+                out.write(for_stream(chunk.text, out))
                 out.flush()
             last = chunk
     except KeyboardInterrupt:
         last = stream.cancel()
         if last.text:
-            out.write(last.text)
+            out.write(for_stream(last.text, out))
         return last, True
     return last, False
+
+
+def reply_record(user_text: str, text: str, last: StreamChunk | None, dropped: int,
+                 conv: ConversationLike) -> dict[str, Any]:
+    """The JSON object the machine mode writes for one reply."""
+    return {
+        "user": user_text,
+        "text": text,
+        "finish_reason": str(last.finish_reason) if last is not None and last.finish_reason else None,
+        "dropped": dropped,  # exchanges dropped from the context to make room for this reply
+        "context": {"used": conv.context_used, "size": conv.block_size},
+        "stats": last.stats.to_dict() if last is not None and last.stats is not None else None,
+    }
 
 
 def run_chat(
@@ -152,6 +223,7 @@ def run_chat(
     sources: dict[str, str] | None = None,
     read_line: Callable[[str], str | None] | None = None,
     render_reply: Callable[[Any], tuple[StreamChunk | None, bool]] | None = None,
+    jsonl: bool = False,
 ) -> int:
     """Run until end of input or /exit; returns the exit code (0).
 
@@ -160,7 +232,9 @@ def run_chat(
     reads one line given its prompt text (None at end of input); by default lines come from
     ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal.
     ``render_reply(stream) -> (last chunk, cancelled)``: shows a reply (the CLI's live panel); by default
-    it is written plainly to ``output_stream``. It handles Ctrl-C itself by cancelling the stream."""
+    it is written plainly to ``output_stream``. It handles Ctrl-C itself by cancelling the stream.
+    ``jsonl``: instead of the reply's text, write one compact JSON object per reply (`reply_record`) on
+    its own line; ``render_reply`` is not used then."""
     if show_prompt is None:
         show_prompt = read_line is not None or bool(getattr(input_stream, "isatty", lambda: False)())
 
@@ -183,19 +257,30 @@ def run_chat(
     initial_sources = dict(sources)
 
     def say(text: str) -> None:
-        error_stream.write(text + "\n")
+        error_stream.write(for_stream(wrap_for(text, error_stream), error_stream) + "\n")
         error_stream.flush()
 
     def read_message() -> str | None:
+        """One message: a line, or the lines between an opening and a closing \"\"\"."""
         line = next_line(">>> ")
-        if line is None or line.strip() != '"""':
+        if line is not None and line.strip().lower() in EXIT_WORDS:
+            return "/exit"  # what people coming from other chat tools type to leave
+        if line is None or not line.lstrip().startswith(MULTILINE):
             return line
         lines: list[str] = []
-        while True:
-            more = next_line("... ")
-            if more is None or more.strip() == '"""':
-                return "\n".join(lines)
-            lines.append(more)
+        rest = line.lstrip()[len(MULTILINE):]
+        while rest is not None:
+            if rest.rstrip().endswith(MULTILINE):  # the closing quotes, after the message's last line
+                last_line = rest.rstrip()[: -len(MULTILINE)]
+                if last_line.strip():
+                    lines.append(last_line)
+                break
+            if rest or lines:
+                lines.append(rest)
+            rest = next_line("... ")
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return "\n".join(lines)
 
     def reply(user_text: str) -> None:
         state.cancelled_user = None
@@ -209,22 +294,35 @@ def run_chat(
             say("[cancelled]")
             return
         if dropped:
-            say(f"(context full: dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''}; "
-                f"the system text is kept)")
+            which = "oldest exchange" if dropped == 1 else f"{dropped} oldest exchanges"
+            say(f"(context full: dropped the {which}; the system text is kept)")
+        prompt_tokens = len(getattr(stream, "prompt_ids", None) or ())
+        if prompt_tokens > conv.block_size:
+            say(f"note: this message takes {prompt_tokens} tokens but the model's context is {conv.block_size}; "
+                f"it sees only the last {conv.block_size} (sliding window)")
+        buffer = io.StringIO() if jsonl else None
         try:
-            last, cancelled = render_reply(stream) if render_reply else write_stream(stream, output_stream)
+            if buffer is not None:
+                last, cancelled = write_stream(stream, buffer)
+            else:
+                last, cancelled = render_reply(stream) if render_reply else write_stream(stream, output_stream)
         except LLMBuilderError as exc:
             conv.discard()
             say(f"\nError: {exc.one_line()}")
             return
-        output_stream.write("\n")
+        if not cancelled:
+            conv.accept()
+        if buffer is not None:
+            record = reply_record(user_text, buffer.getvalue(), last, dropped, conv)
+            output_stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            output_stream.write("\n")
         output_stream.flush()
         if cancelled:
             state.cancelled_user = user_text
             state.last_stats = last.stats if last is not None else None
             say("[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
             return
-        conv.accept()
         if last is not None:
             state.last_stats = last.stats
             if show_prompt:
@@ -234,17 +332,20 @@ def run_chat(
         """Run a slash command; False means leave."""
         words = line.split(maxsplit=1)
         cmd, arg = words[0].lower(), (words[1].strip() if len(words) > 1 else "")
-        if cmd in ("/exit", "/quit"):
+        cmd = COMMAND_ALIASES.get(cmd, cmd)
+        if cmd == "/exit":
             return False
         if cmd == "/help":
             for name, text in COMMANDS.items():
-                say(f"  {name:<9} {text}")
-            say('  """      start/end a multi-line message')
+                say(f"  {name:<9} {text}" + ("  (also /?)" if name == "/help" else ""))
+            say('  """      start a multi-line message (text may follow on the same line); '
+                'a line ending with """ ends it')
         elif cmd == "/params":
             for name, value in state.config.to_dict().items():
                 say(f"  {name:<19} {value!r:<12} ({state.sources.get(name, 'default')})")
         elif cmd in ("/set", "/seed"):
             key, _, value = (arg.partition(" ") if cmd == "/set" else ("seed", " ", arg))
+            key = field_key(key) if key else key  # max-tokens, MAX_TOKENS, --max-tokens: max_new_tokens
             if not key or not value.strip():
                 say("usage: /set KEY VALUE   (keys: " + ", ".join(GenerationConfig.field_names()) + ")"
                     if cmd == "/set" else "usage: /seed N   or   /seed off")
@@ -300,31 +401,35 @@ def run_chat(
             except LLMBuilderError as exc:
                 say(f"Error: {exc.one_line()}")
             else:
-                say(f"saved {len(conv.turns)} exchanges to {arg}")
+                kept = len(conv.dropped) + len(conv.turns)
+                say(f"saved {_count(kept, 'exchange')} to {arg}"
+                    + (f" ({len(conv.dropped)} of them dropped from the context earlier)" if conv.dropped else ""))
         elif cmd == "/load":
             if not arg:
                 say("usage: /load FILE.json")
                 return True
             try:
-                system, cfg, pairs = load_transcript(Path(arg).expanduser())
+                saved = load_transcript(Path(arg).expanduser())
             except (LLMBuilderError, ConfigError) as exc:
                 say(f"Error: {exc.one_line()}")
             else:
-                conv.set_system(system)
-                conv.load_turns(pairs)
-                state.config = cfg
+                conv.set_system(saved.system)
+                conv.load_turns(saved.pairs, saved.dropped)
+                state.config = saved.config
                 state.sources = {n: "loaded" for n in GenerationConfig.field_names()}
                 state.cancelled_user = None
-                say(f"loaded {len(pairs)} exchanges and their settings from {arg}")
+                say(f"loaded {_count(len(saved.pairs), 'exchange')} and their settings from {arg}"
+                    + (f" ({saved.dropped} of them out of the context, as when saved)" if saved.dropped else ""))
         elif cmd == "/stats":
             st = state.last_stats
             if st is not None:
-                say(f"last reply: {st.new_tokens} tokens, first token {st.time_to_first_token_s * 1000:.0f} ms, "
+                say(f"last reply: {_count(st.new_tokens, 'token')}, "
+                    f"first token {st.time_to_first_token_s * 1000:.0f} ms, "
                     f"{st.tokens_per_s:.1f} tok/s" + (f", seed {st.seed}" if st.seed is not None else ""))
-            say(f"context: {conv.context_used}/{conv.block_size} tokens, {len(conv.turns)} exchanges, "
+            say(f"context: {conv.context_used}/{conv.block_size} tokens, {_count(len(conv.turns), 'exchange')}, "
                 f"{conv.dropped_turns} dropped to make room")
         else:
-            close = get_close_matches(cmd, COMMANDS, n=1)
+            close = get_close_matches(cmd, [*COMMANDS, *COMMAND_ALIASES], n=1)
             say(f"unknown command {cmd}" + (f" — did you mean {close[0]}?" if close else " — /help lists them"))
         return True
 

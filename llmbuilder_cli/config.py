@@ -35,6 +35,8 @@ __all__ = [
     "MIN_TEMPERATURE",
     "MAX_SCALE",
     "parse_field_value",
+    "KEY_ALIASES",
+    "field_key",
 ]
 
 #: The fixed order in which logits are transformed before a token is picked (llmbuilder's order,
@@ -238,6 +240,19 @@ class GenerationConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+#: The one table of friendly spellings for setting keys (the CLI's flag names), used by the flags' help,
+#: ``config set`` / settings files (settings.canonical_key) and the chat's ``/set``.
+KEY_ALIASES: dict[str, str] = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
+
+
+def field_key(name: str) -> str:
+    """The key a user meant, spelled the program's way: case and surrounding space ignored, hyphens (and
+    leading ones, as in a flag) become underscores, aliases map to their field: ``--Max-Tokens`` ->
+    ``max_new_tokens``. Whether the key exists is left to the caller, which knows its valid keys."""
+    key = name.strip().lower().replace("-", "_").lstrip("_")
+    return KEY_ALIASES.get(key, key)
 
 
 _TRUE = {"true", "1", "yes", "on"}

@@ -4,15 +4,21 @@
 ``get_app_dir`` names it: ``$XDG_CONFIG_HOME/llmbuilder`` or ``~/.config/llmbuilder`` on Linux,
 ``~/Library/Application Support/llmbuilder`` on macOS, ``%APPDATA%\\llmbuilder`` on Windows. Nothing is
 created until something needs to be written, and a home that cannot be written never stops a command.
+
+`write_text_atomic` is the one way files the user keeps (settings, chat transcripts) are written: a
+temporary file beside the target, flushed to disk, then renamed over it, so a full disk or a crash leaves
+the old file whole, never a fragment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-__all__ = ["HOME_ENV", "home_dir", "state_marker", "set_state_marker"]
+__all__ = ["HOME_ENV", "home_dir", "state_marker", "set_state_marker", "write_text_atomic"]
 
 HOME_ENV = "LLMBUILDER_HOME"
 
@@ -52,3 +58,21 @@ def set_state_marker(name: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) all at once: write a temporary file in the same directory,
+    fsync it, rename it over ``path``. On any failure the temporary file is removed and ``path`` is left
+    as it was; the OSError propagates. The file is readable by its owner only (0600: settings and
+    transcripts hold paths and prompts)."""
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + "-", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

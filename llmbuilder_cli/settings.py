@@ -25,14 +25,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .config import FIELD_HELP, GenerationConfig, parse_field_value
+from .config import FIELD_HELP, KEY_ALIASES, GenerationConfig, field_key, parse_field_value
 from .errors import ConfigError, UsageError
-from .paths import home_dir
+from .paths import home_dir, write_text_atomic
 
 __all__ = [
     "SETTINGS_FILE",
@@ -67,7 +66,7 @@ GENERATION_KEYS: tuple[str, ...] = GenerationConfig.field_names()
 #: Every key a profile may hold → its one-line help.
 KEYS: dict[str, str] = {**RUN_KEYS, **{k: FIELD_HELP[k] for k in GENERATION_KEYS}}
 #: Friendly spellings accepted for keys (the CLI's flag names).
-ALIASES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
+ALIASES = KEY_ALIASES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("none", "int8", "int4")
@@ -95,8 +94,7 @@ def valid_profile_name(name: str) -> str | None:
 
 def canonical_key(name: str) -> str:
     """The key a user meant: hyphens become underscores, flag names map to keys; unknown → ConfigError."""
-    key = name.strip().lower().replace("-", "_").lstrip("_")
-    key = ALIASES.get(key, key)
+    key = field_key(name)
     if key in KEYS:
         return key
     from difflib import get_close_matches
@@ -348,17 +346,7 @@ def update(change: Callable[[Any], None], path: Path | None = None) -> Settings:
             text = tomlkit.dumps(doc)
             new = Settings(path, text, _parse(text, path).unwrap())
             new._check()
-            fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_text_atomic(path, text)
             return new
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}",

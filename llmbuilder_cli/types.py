@@ -143,7 +143,7 @@ def footer_text(chunk: StreamChunk, block_size: int | None = None) -> str:
     if st is None:
         return f"[finish: {chunk.finish_reason}]"
     parts = [
-        f"{st.new_tokens} tokens",
+        f"{st.new_tokens} token{'' if st.new_tokens == 1 else 's'}",
         f"finish: {chunk.finish_reason}",
         f"first token {st.time_to_first_token_s * 1000:.0f} ms",
     ]
@@ -153,5 +153,5 @@ def footer_text(chunk: StreamChunk, block_size: int | None = None) -> str:
         parts.append(f"seed {st.seed}")
     if st.window_slides:
         window = f"sliding window of {block_size}" if block_size else "sliding window"
-        parts.append(f"{window} for {st.window_slides} steps")
+        parts.append(f"{window} for {st.window_slides} step{'' if st.window_slides == 1 else 's'}")
     return "[" + " · ".join(parts) + "]"

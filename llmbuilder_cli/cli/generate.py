@@ -316,7 +316,8 @@ def text_command(
     as_jsonl: Annotated[
         bool,
         typer.Option(
-            "--jsonl", help="Print one compact JSON line per prompt (the same object as --json).", rich_help_panel=P_OUTPUT
+            "--jsonl", help="Print one compact JSON line per prompt (the same object as --json); with --interactive, "
+            "one JSON object per reply.", rich_help_panel=P_OUTPUT
         ),
     ] = False,
     prompts_file: Annotated[
@@ -422,8 +423,9 @@ def text_command(
         raise UsageError("--chat-template is for chat", hint="add --chat or --interactive")
     if as_json and as_jsonl:
         raise UsageError("--json and --jsonl cannot be combined", hint="choose one of them")
-    if interactive and (as_json or as_jsonl):
-        raise UsageError("--interactive prints text, not JSON", hint="leave out --json/--jsonl, or --interactive")
+    if interactive and as_json:
+        raise UsageError("--interactive prints text, not one JSON object",
+                         hint="use --jsonl for one JSON object per reply")
     n_probs = top_logprobs or (5 if show_probs else 0)
     if n_probs and interactive:
         raise UsageError("--show-probs and --top-logprobs work with one-shot generation", hint="leave out --interactive")
@@ -475,12 +477,15 @@ def text_command(
         return api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto",
                               dtype=dtype, quantize=None if quantize == "none" else quantize)
 
-    if live:
+    if live or (interactive and use_live_display(plain=plain, quiet=quiet, stdout=sys.stderr)):
         from rich.console import Console
 
         with Console(stderr=True).status("Loading the model…", spinner="dots"):
             loaded = load()
     else:
+        if interactive and not quiet and sys.stderr.isatty():  # the chat opens on a terminal: say why it waits
+            sys.stderr.write("Loading the model…\n")
+            sys.stderr.flush()
         loaded = load()
     model_defaults = getattr(loaded, "generation_defaults", None)
     if model_defaults:  # the model's generation_config.json sits between the profile and built-in defaults
@@ -491,7 +496,7 @@ def text_command(
 
     if interactive:
         render = None
-        if use_live_display(plain=plain, quiet=quiet) and _stdin_is_terminal():
+        if not as_jsonl and use_live_display(plain=plain, quiet=quiet) and _stdin_is_terminal():
             label = _model_label(model, loaded)
             block = loaded.block_size
 
@@ -500,7 +505,7 @@ def text_command(
 
         return api.interactive_cli(
             loaded, config=config, system=system or "", render_reply=render, sources=_chat_sources(resolved),
-            chat_template=chat_template or "auto",
+            chat_template=chat_template or "auto", jsonl=as_jsonl,
         )
     if specs is not None:
         from .machine import run_batch

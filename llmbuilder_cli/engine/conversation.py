@@ -6,8 +6,10 @@ tokens the cache does not already hold, so a long history is not re-encoded each
 
 Overflow policy (explicit, never silent): before a reply, while system + history + new user segment +
 ``max_new_tokens`` would exceed the model's context, the oldest turn is dropped (the system text stays).
-`start` reports how many turns were dropped. If even the newest turn alone does not fit, generation still
-runs and llmbuilder's sliding window applies, exactly as for one-shot generation.
+`start` reports how many turns were dropped. Dropped turns leave the context but not the chat: they are
+kept, oldest first, in `dropped` (a transcript saves them, marked), until `clear`. If even the newest turn
+alone does not fit, generation still runs and llmbuilder's sliding window applies, exactly as for one-shot
+generation; `context_used` never reports more than the model's context.
 
 A reply is not part of the context until `accept` is called, so a cancelled or regenerated reply leaves
 no trace unless the caller wants it.
@@ -78,7 +80,7 @@ class Conversation:
         self._cache = loaded.model.new_cache(min(loaded.block_size, INITIAL_CACHE))
         self._cache_ids: list[int] = []  # the tokens whose keys/values the cache holds, from position 0
         self._pending: tuple[str, list[int], TextStream] | None = None
-        self.dropped_turns = 0  # turns removed by the overflow policy so far
+        self.dropped: list[Turn] = []  # turns the overflow policy removed from the context, oldest first
         self.set_system(system)
 
     # -- context ---------------------------------------------------------------------------------
@@ -114,9 +116,20 @@ class Conversation:
     def block_size(self) -> int:
         return self.loaded.block_size
 
+    @property
+    def dropped_turns(self) -> int:
+        """How many turns were removed to make room since the chat began (or was cleared / loaded)."""
+        return len(self.dropped)
+
+    @property
+    def history(self) -> list[Turn]:
+        """Every exchange of the chat, oldest first: the dropped ones, then those in the context."""
+        return self.dropped + self.turns
+
     def clear(self) -> None:
-        """Forget every turn (the system text stays)."""
+        """Forget every turn, dropped ones included (the system text stays)."""
         self.turns.clear()
+        self.dropped.clear()
         self._pending = None
 
     def undo(self) -> Turn | None:
@@ -124,15 +137,17 @@ class Conversation:
         self._pending = None
         return self.turns.pop() if self.turns else None
 
-    def load_turns(self, pairs: list[tuple[str, str]]) -> None:
-        """Replace the history with (user, reply) pairs, e.g. from a saved transcript."""
+    def load_turns(self, pairs: list[tuple[str, str]], dropped: int = 0) -> None:
+        """Replace the history with (user, reply) pairs, e.g. from a saved transcript; the first
+        ``dropped`` of them had been dropped to make room and stay out of the context."""
         enc = self.loaded.tokenizer.encode
         self._pending = None
-        self.turns = [
+        turns = [
             Turn(user=u, reply=r, user_ids=enc(self.format.user_text(u)),
                  reply_ids=enc(r.rstrip() + self.format.end) if r.strip() else [])
             for u, r in pairs
         ]  # fmt: skip
+        self.dropped, self.turns = turns[:dropped], turns[dropped:]
 
     # -- replies ---------------------------------------------------------------------------------
     def _prompt_ids(self, user_text: str, user_ids: list[int]) -> list[int]:
@@ -153,10 +168,9 @@ class Conversation:
         dropped = 0
         prompt_ids = self._prompt_ids(user_text, user_ids)
         while self.turns and len(prompt_ids) + max_new_tokens > self.block_size:
-            self.turns.pop(0)
+            self.dropped.append(self.turns.pop(0))
             dropped += 1
             prompt_ids = self._prompt_ids(user_text, user_ids)
-        self.dropped_turns += dropped
         return prompt_ids, dropped
 
     def start(
@@ -213,4 +227,6 @@ class Conversation:
 
     @property
     def context_used(self) -> int:
-        return len(self.context_ids)
+        """Tokens of the context the model sees: at most its context size (beyond it, the oldest tokens
+        slide out of the window)."""
+        return min(len(self.context_ids), self.block_size)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import llmbuilder_cli
-from llmbuilder_cli.cli.completion import SHELLS, completion_script
+from llmbuilder_cli.cli.completion import completion_script, script_files
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_sdist_holds_the_sources_demo_and_completions(dists):
         assert rel in names, rel
     for rel in DEMO_FILES:
         assert f"llmbuilder_cli/demo_model/{rel}" in names, rel
-    for file, _ in SHELLS.values():
+    for file in script_files():
         assert f"completions/{file}" in names, file
 
 
@@ -85,9 +85,9 @@ def test_wheel_holds_the_demo_and_the_completions(dists):
         for rel in DEMO_FILES:
             assert f"llmbuilder_cli/demo_model/{rel}" in names, rel
         assert hashlib.sha256(z.read("llmbuilder_cli/demo_model/model.pt")).hexdigest() == DEMO_REPORT["model"]["sha256"]
-        for shell, (file, where) in SHELLS.items():
+        for file, (shell, prog, where) in script_files().items():
             member = f"llmbuilder_cli-{version}.data/data/{where}/{Path(file).name}"
-            assert z.read(member).decode("utf-8") == completion_script(shell), member
+            assert z.read(member).decode("utf-8") == completion_script(shell, prog), member
         entry_points = z.read(f"llmbuilder_cli-{version}.dist-info/entry_points.txt").decode()
     assert "[console_scripts]" in entry_points and "llmbuilder = llmbuilder_cli." in entry_points
     assert "llmbuilder-cli = llmbuilder_cli." in entry_points  # the name no other package takes
@@ -151,7 +151,7 @@ def test_the_installed_copy_is_the_one_that_runs(venv):
     pkg, torch_file = json.loads(p.stdout)
     assert Path(pkg).resolve().is_relative_to(venv["purelib"].resolve())  # the wheel, not the repository
     assert not Path(torch_file).resolve().is_relative_to(venv["dir"].resolve())  # torch was not installed
-    for file, where in SHELLS.values():
+    for file, (_, _, where) in script_files().items():
         installed = venv["dir"] / where / Path(file).name
         assert installed.read_text(encoding="utf-8") == (ROOT / "completions" / file).read_text(encoding="utf-8")
 

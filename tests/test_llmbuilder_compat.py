@@ -92,6 +92,13 @@ def test_llmbuilder_scripts_run_with_only_the_import_changed(script, run_dir):
         assert p.stderr == ""
 
 
+def test_the_inference_module_is_an_attribute_of_the_package_as_in_llmbuilder():
+    code = ("import llmbuilder_cli as llmbuilder\n"
+            "print(llmbuilder.inference.TextGenerator.__name__, llmbuilder.inference.GenerationConfig().max_new_tokens)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "TextGenerator 100\n", "")
+
+
 # ------------------------------------------------------------------------ llmbuilder's GenerationConfig fields
 def test_llmbuilder_fields_are_keywords_with_llmbuilder_defaults():
     cfg = GenerationConfig()

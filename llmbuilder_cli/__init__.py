@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 _LAZY = {
     "api": "api",
     "turns": "turns",
+    "inference": "inference",  # llmbuilder code reaches it as `llmbuilder.inference.TextGenerator`
     "generate_text": "api",
     "generate": "api",
     "stream_text": "api",

@@ -65,8 +65,13 @@ def merge_config(
     seed: int | None = UNSET,
     stop: Any = UNSET,
     ignore_eos: bool = UNSET,
+    early_stopping: bool = UNSET,
+    eos_token_id: int | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    length_penalty: float = UNSET,
 ) -> GenerationConfig:
-    """``config`` (or the defaults) with every given field replaced, validated."""
+    """``config`` (or the defaults) with every given field replaced, validated. The last four are
+    llmbuilder's fields (see `llmbuilder_cli.config.LLMBUILDER_FIELDS`)."""
     if config is not None and not isinstance(config, GenerationConfig):
         from .errors import ConfigError
 
@@ -85,6 +90,10 @@ def merge_config(
         "seed": seed,
         "stop": stop,
         "ignore_eos": ignore_eos,
+        "early_stopping": early_stopping,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
+        "length_penalty": length_penalty,
     }
     changes = {k: v for k, v in given.items() if v is not UNSET}
     base = config or GenerationConfig()
@@ -239,6 +248,10 @@ def stream_text(
     seed: int | None = UNSET,
     stop: Any = UNSET,
     ignore_eos: bool = UNSET,
+    early_stopping: bool = UNSET,
+    eos_token_id: int | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    length_penalty: float = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
     dtype: str = "auto",
@@ -270,6 +283,10 @@ def stream_text(
         seed=seed,
         stop=stop,
         ignore_eos=ignore_eos,
+        early_stopping=early_stopping,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        length_penalty=length_penalty,
     )
     loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
     if chat:
@@ -323,6 +340,10 @@ def generate(
     seed: int | None = UNSET,
     stop: Any = UNSET,
     ignore_eos: bool = UNSET,
+    early_stopping: bool = UNSET,
+    eos_token_id: int | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    length_penalty: float = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
     dtype: str = "auto",
@@ -348,6 +369,10 @@ def generate(
         seed=seed,
         stop=stop,
         ignore_eos=ignore_eos,
+        early_stopping=early_stopping,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        length_penalty=length_penalty,
         device=device,
         num_heads=num_heads,
         dtype=dtype,
@@ -362,6 +387,7 @@ def generate_text(
     model_path: ModelArg = None,
     tokenizer_path: str | os.PathLike[str] | None = None,
     prompt: str = "",
+    device: str | None = "auto",
     *,
     config: GenerationConfig | None = None,
     max_new_tokens: int = UNSET,
@@ -374,12 +400,19 @@ def generate_text(
     seed: int | None = UNSET,
     stop: Any = UNSET,
     ignore_eos: bool = UNSET,
-    device: str | None = "auto",
+    early_stopping: bool = UNSET,
+    eos_token_id: int | None = UNSET,
+    pad_token_id: int | None = UNSET,
+    length_penalty: float = UNSET,
     num_heads: int | None = None,
     dtype: str = "auto",
 ) -> str:
     """Generate text the way llmbuilder's ``generate_text`` does and return the same string:
-    the decoded prompt followed by the continuation (cut before a stop string, if one is set)."""
+    the decoded prompt followed by the continuation (cut before a stop string, if one is set).
+
+    As in llmbuilder, ``device`` is the fourth positional argument (None or "auto": CUDA, else MPS,
+    else CPU) and llmbuilder's ``early_stopping``, ``eos_token_id``, ``pad_token_id`` and
+    ``length_penalty`` are accepted: see `GenerationConfig`."""
     return generate(
         model_path,
         tokenizer_path,
@@ -395,6 +428,10 @@ def generate_text(
         seed=seed,
         stop=stop,
         ignore_eos=ignore_eos,
+        early_stopping=early_stopping,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        length_penalty=length_penalty,
         device=device,
         num_heads=num_heads,
         dtype=dtype,

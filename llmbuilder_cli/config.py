@@ -14,6 +14,17 @@ Rules that differ from llmbuilder, on purpose:
   * ``min_new_tokens`` exists (llmbuilder documents it but raises ``TypeError``): EOS is suppressed until
     that many tokens were generated. Stop strings are *not* deferred by it.
 
+llmbuilder's other fields come last, so that llmbuilder code runs unchanged (`LLMBUILDER_FIELDS`): they
+are Python-API keywords only, not settings, flags or ``/set`` keys, and ``to_dict``/``field_names`` leave
+them out. ``early_stopping=False`` never stops at EOS (like ``ignore_eos=True``); ``eos_token_id`` replaces
+the tokenizer's end-of-sequence id(s); ``pad_token_id`` and ``length_penalty`` cannot apply (one sequence,
+no beam search), so setting them warns once per process (`IgnoredSettingWarning`) instead of doing
+nothing silently.
+
+A config is immutable: it is validated once and then shared (a generator's default, a chat's ``/reset``
+point). Assigning a field raises ``FrozenInstanceError`` saying to make a changed copy with
+``cfg.replace(...)`` (or ``dataclasses.replace``), which validates the new values.
+
 This module imports only the standard library.
 """
 
@@ -21,13 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
 
 __all__ = [
     "GenerationConfig",
+    "LLMBUILDER_FIELDS",
+    "IgnoredSettingWarning",
     "PROCESSOR_ORDER",
     "FIELD_HELP",
     "FIELD_GUIDE",
@@ -126,6 +142,43 @@ MIN_TEMPERATURE = 1e-5
 MAX_SCALE = 1e6
 
 
+#: llmbuilder's GenerationConfig fields that are not settings of this tool (Python API only).
+LLMBUILDER_FIELDS: tuple[str, ...] = ("early_stopping", "eos_token_id", "pad_token_id", "length_penalty")
+_LLMBUILDER_ONLY = {"llmbuilder_only": True}  # dataclass field metadata marking them
+
+#: Why a field cannot apply here, said once per process when a caller first sets it.
+_CANNOT_APPLY: dict[str, str] = {
+    "pad_token_id": "one sequence is generated at a time, so nothing is ever padded (llmbuilder ignores it too)",
+    "length_penalty": "it only scores beams in beam search, which neither llmbuilder nor llmbuilder-cli does "
+    "(llmbuilder ignores it too)",
+}
+
+
+class IgnoredSettingWarning(UserWarning):
+    """A GenerationConfig field was set that cannot change the generation (``pad_token_id``,
+    ``length_penalty``): it is accepted for llmbuilder code, and this says it has no effect."""
+
+
+_SAID: set[str] = set()  # the fields already warned about in this process
+
+
+def _warn_cannot_apply(name: str, value: Any) -> None:
+    """Warn, the first time in this process, that ``name`` has no effect; the warning points at the
+    first frame outside this package (the caller's line), not at dataclasses' machinery."""
+    if name in _SAID:
+        return
+    _SAID.add(name)
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(package)
+        or frame.f_code.co_filename in (dataclasses.__file__, "<string>")  # dataclasses' generated __init__
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{name}={value!r} has no effect: {_CANNOT_APPLY[name]}", IgnoredSettingWarning,
+                  stacklevel=level)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -152,6 +205,11 @@ class GenerationConfig:
     seed: int | None = None  # None = a fresh random seed per generation (reported in the stats)
     stop: tuple[str, ...] = field(default=())  # output is cut before the first stop string
     ignore_eos: bool = False  # True = never stop on EOS
+    # llmbuilder's other fields (LLMBUILDER_FIELDS): Python API only, not settings.
+    early_stopping: bool = field(default=True, metadata=_LLMBUILDER_ONLY)  # False = never stop on EOS
+    eos_token_id: int | None = field(default=None, metadata=_LLMBUILDER_ONLY)  # None = the tokenizer's EOS id(s)
+    pad_token_id: int | None = field(default=None, metadata=_LLMBUILDER_ONLY)  # no effect (warns once when set)
+    length_penalty: float = field(default=1.0, metadata=_LLMBUILDER_ONLY)  # no effect (warns once unless 1.0)
 
     def __post_init__(self) -> None:
         # Normalise friendly input types before validating (lists of stop strings, a single string).
@@ -171,7 +229,13 @@ class GenerationConfig:
             object.__setattr__(self, "top_p", float(self.top_p))
         if _is_number(self.repetition_penalty):
             object.__setattr__(self, "repetition_penalty", float(self.repetition_penalty))
+        if _is_number(self.length_penalty):
+            object.__setattr__(self, "length_penalty", float(self.length_penalty))
         self._validate()
+        if self.pad_token_id is not None:
+            _warn_cannot_apply("pad_token_id", self.pad_token_id)
+        if self.length_penalty != 1.0:
+            _warn_cannot_apply("length_penalty", self.length_penalty)
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -184,6 +248,14 @@ class GenerationConfig:
 
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             fail("max_new_tokens", "a whole number >= 1")
+        if isinstance(self.min_new_tokens, float) and 0.0 < self.min_new_tokens <= 10.0:
+            # GenerationConfig(100, 0.5): llmbuilder's second field is temperature, ours min_new_tokens.
+            raise ConfigError(
+                f"min_new_tokens must be a whole number >= 0 (got {self.min_new_tokens!r})",
+                hint=f"the second field of this GenerationConfig is min_new_tokens, not temperature as in "
+                f"llmbuilder: pass the temperature by name, temperature={self.min_new_tokens!r}",
+                field="min_new_tokens",
+            )
         if not _is_int(self.min_new_tokens) or self.min_new_tokens < 0:
             fail("min_new_tokens", "a whole number >= 0")
         if self.min_new_tokens > self.max_new_tokens:
@@ -214,6 +286,14 @@ class GenerationConfig:
             fail("do_sample", "true or false")
         if not isinstance(self.ignore_eos, bool):
             fail("ignore_eos", "true or false")
+        if not isinstance(self.early_stopping, bool):
+            fail("early_stopping", "true or false (false never stops at the end-of-sequence token)")
+        for name in ("eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                fail(name, "None or a token id (a whole number >= 0)")
+        if not _is_number(self.length_penalty) or not math.isfinite(self.length_penalty):
+            fail("length_penalty", "a finite number")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
             fail("seed", f"a whole number between 0 and {_MAX_SEED}")
         for s in self.stop:
@@ -228,18 +308,47 @@ class GenerationConfig:
         """True when tokens are picked by argmax: ``do_sample=False`` or ``temperature == 0``."""
         return not self.do_sample or self.temperature == 0.0
 
+    @property
+    def stops_at_eos(self) -> bool:
+        """True unless ``ignore_eos`` or ``early_stopping=False`` turns the end-of-sequence stop off."""
+        return self.early_stopping and not self.ignore_eos
+
+    def eos_ids_for(self, tokenizer_eos_ids: Sequence[int]) -> tuple[int, ...]:
+        """The ids that end generation: none when `stops_at_eos` is False, else ``eos_token_id`` when it
+        is set, else the tokenizer's end-of-sequence ids."""
+        if not self.stops_at_eos:
+            return ()
+        if self.eos_token_id is not None:
+            return (self.eos_token_id,)
+        return tuple(tokenizer_eos_ids)
+
     def replace(self, **changes: Any) -> "GenerationConfig":
-        """A copy with some fields changed, validated again."""
+        """A copy with some fields changed, validated again (the way to "change" a frozen config)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """The settings fields (`field_names`) as a JSON-ready dict."""
+        d = {name: getattr(self, name) for name in self.field_names()}
         d["stop"] = list(self.stop)
         return d
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        """The settings fields: what profiles, environment variables, ``/set``, batch lines and
+        ``--json``'s ``config`` hold (every field but `LLMBUILDER_FIELDS`)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("llmbuilder_only"))
+
+
+def _refuse_assignment(self: GenerationConfig, name: str, value: Any) -> None:
+    """``cfg.temperature = 0.5``: a GenerationConfig is immutable; say how to get a changed copy."""
+    raise dataclasses.FrozenInstanceError(
+        f"cannot assign to field {name!r}: a GenerationConfig is immutable (validated once, then shared) — "
+        f"make a changed copy instead: cfg = cfg.replace({name}={value!r}) "
+        f"(or dataclasses.replace(cfg, {name}={value!r}))"
+    )
+
+
+GenerationConfig.__setattr__ = _refuse_assignment  # type: ignore[method-assign,assignment]
 
 
 #: The one table of friendly spellings for setting keys (the CLI's flag names), used by the flags' help,
@@ -266,7 +375,7 @@ def parse_field_value(name: str, text: str) -> Any:
     Raises ConfigError naming the field when the text does not parse; range checks happen when the
     value is put into a GenerationConfig.
     """
-    fields = {f.name: f for f in dataclasses.fields(GenerationConfig)}
+    fields = GenerationConfig.field_names()
     if name not in fields:
         from difflib import get_close_matches
 

@@ -20,12 +20,12 @@ OUT_DIR = ROOT / "completions"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from llmbuilder_cli.cli.completion import SHELLS, completion_script  # noqa: E402
+from llmbuilder_cli.cli.completion import completion_script, script_files  # noqa: E402
 
 
 def expected_files() -> dict[Path, str]:
-    """Each completion file → the text it should hold."""
-    return {OUT_DIR / name: completion_script(shell) for shell, (name, _) in SHELLS.items()}
+    """Each completion file (every shell, every command name) → the text it should hold."""
+    return {OUT_DIR / name: completion_script(shell, prog) for name, (shell, prog, _) in script_files().items()}
 
 
 def stale_files() -> list[Path]:

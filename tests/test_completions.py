@@ -72,7 +72,8 @@ def test_committed_scripts_match_the_generator():
     stale = gen_completions.stale_files()
     assert not stale, f"run: python scripts/gen_completions.py (stale: {[p.name for p in stale]})"
     files = sorted(p.relative_to(ROOT / "completions").as_posix() for p in (ROOT / "completions").rglob("*") if p.is_file())
-    assert files == sorted(n for n, _ in comp.SHELLS.values())
+    assert files == sorted(comp.script_files())  # every shell, for each command name
+    assert sorted({prog for _, prog, _ in comp.script_files().values()}) == ["llmbuilder", "llmbuilder-cli"]
 
 
 def test_scripts_are_what_the_program_shows_and_installs():
@@ -220,6 +221,29 @@ def test_bash_completes_through_the_shipped_script(home, tmp_path):
     assert complete("llmbuilder generate text --device ''", 4) == ["auto", "cpu", "cuda", "mps"]
     assert complete("llmbuilder generate text --profile st", 4) == ["stories"]
     assert complete("llmbuilder gen", 1) == ["generate"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_bash_completes_the_second_name_even_when_llmbuilder_is_another_program(home, tmp_path):
+    """llmbuilder 2.0.0 may own `llmbuilder`: `llmbuilder-cli` completes through its own script, which asks
+    `llmbuilder-cli`, never the other program."""
+    env = env_for(home)
+    bin_dir = wrapper_bin(tmp_path)
+    (bin_dir / "llmbuilder").write_text("#!/bin/sh\necho not-this-tool\n", encoding="utf-8")  # the other one
+    second = bin_dir / "llmbuilder-cli"
+    second.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m llmbuilder_cli "$@"\n', encoding="utf-8")
+    second.chmod(0o755)
+    env["PATH"] = str(bin_dir) + os.pathsep + env["PATH"]
+    code = (f"source '{ROOT / 'completions' / 'bash' / 'llmbuilder-cli'}'\n"
+            "COMP_WORDS=(llmbuilder-cli generate text --device ''); COMP_CWORD=4\n"
+            "_llmbuilder_cli_completion llmbuilder-cli\n"
+            "printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+            "complete -p llmbuilder-cli\n")
+    p = subprocess.run(["bash", "--norc", "--noprofile", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["auto", "cpu", "cuda", "mps",
+                                     "complete -o default -F _llmbuilder_cli_completion llmbuilder-cli"]
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish not installed")

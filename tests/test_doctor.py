@@ -205,3 +205,79 @@ def test_text_for_a_gpu_machine(home):
     assert "cuda:0" in text and "GPU X (compute 9.0, 139.8 GiB, bf16 supported)" in text
     assert "bfloat16 ok (matmul 8x float32's speed); float16 FAILS (boom)" in text
     assert "cuda:0, bfloat16" in text
+
+
+# ------------------------------------------------------------------------------------ the command name
+def _command_check(monkeypatch, path_dirs: list[Path]) -> tuple[dict, list[str], str]:
+    """`doctor`'s command-name check with PATH = ``path_dirs``: (its section, failed checks, its text)."""
+    import os
+
+    monkeypatch.setenv("PATH", os.pathsep.join(map(str, path_dirs)))
+    report = doctor.Report()
+    doctor._command_name(report)
+    r = report.to_dict()
+    width = len("llmbuilder-cli")
+    text = "\n".join(f"{k:<{width}}  {v}" for k, v in doctor._command_rows(r))
+    return r["command"], r["failed"], text
+
+
+def _script(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / name
+    f.write_text(body, encoding="utf-8")
+    f.chmod(0o755)
+    return f
+
+
+PIP_SCRIPT = ("#!/usr/bin/python3\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import {func}\n"
+              "if __name__ == '__main__':\n    sys.exit({func}())\n")
+
+
+def test_a_llmbuilder_command_of_another_program_fails_the_check(monkeypatch, tmp_path):
+    import sysconfig
+
+    other = _script(tmp_path / "bin", "llmbuilder", PIP_SCRIPT.format(module="llmbuilder.cli", func="main"))
+    c, failed, text = _command_check(monkeypatch, [tmp_path / "bin"])
+    assert failed == ["command name"] and c["ok"] is False and c["ours"] is False
+    assert (c["path"], c["package"], c["runs"]) == (str(other), None, "llmbuilder.cli:main")
+    assert c["error"] == f"'llmbuilder' on PATH is {other}, another program's command, which runs llmbuilder.cli:main, not this tool's"
+    lines = text.splitlines()
+    assert lines[0] == f"Command         FAILED: {c['error']}"
+    assert lines[1] == ("                fix: run 'llmbuilder-cli' or 'python -m llmbuilder_cli' instead (both always "
+                        f"start this tool); or put {sysconfig.get_path('scripts')} before {tmp_path / 'bin'} on PATH")
+
+
+def test_no_llmbuilder_on_path_or_one_from_elsewhere_is_not_a_failure(monkeypatch, tmp_path):
+    import sysconfig
+
+    (tmp_path / "empty").mkdir()
+    c, failed, text = _command_check(monkeypatch, [tmp_path / "empty"])
+    assert failed == [] and c["ok"] and c["path"] is None
+    assert text == (f"Command         no 'llmbuilder' on PATH: run 'python -m llmbuilder_cli', or add "
+                    f"{sysconfig.get_path('scripts')} to PATH")
+    # This tool installed into another environment: it is this tool, so all is well.
+    ours = _script(tmp_path / "elsewhere", "llmbuilder", PIP_SCRIPT.format(module="llmbuilder_cli.entry", func="run"))
+    second = _script(tmp_path / "elsewhere", "llmbuilder-cli", PIP_SCRIPT.format(module="llmbuilder_cli.entry",
+                                                                                 func="run"))
+    c, failed, text = _command_check(monkeypatch, [tmp_path / "elsewhere"])
+    assert failed == [] and c["ours"] is True and c["runs"] == "llmbuilder_cli.entry:run"
+    assert text.splitlines()[0] == f"Command         llmbuilder → {ours} (this tool); llmbuilder-cli → {second}"
+    # A file that says nothing about what it runs (a compiled launcher, a shell wrapper): reported, not failed.
+    _script(tmp_path / "wrapper", "llmbuilder", "#!/bin/sh\nexec something \"$@\"\n")
+    c, failed, text = _command_check(monkeypatch, [tmp_path / "wrapper"])
+    assert failed == [] and c["ours"] is False
+    assert text.splitlines()[0] == f"Command         llmbuilder → {tmp_path / 'wrapper' / 'llmbuilder'} (origin unknown)"
+    assert text.splitlines()[1] == (f"                note: {tmp_path / 'wrapper' / 'llmbuilder'} was not installed by a "
+                                    "package of this Python environment")
+
+
+def test_this_environments_own_command_is_recognised_from_its_record(monkeypatch):
+    import shutil
+
+    scripts = Path(sys.executable).parent
+    if shutil.which("llmbuilder", path=str(scripts)) is None:
+        pytest.skip("llmbuilder-cli is not installed into this interpreter's environment")
+    c, failed, text = _command_check(monkeypatch, [scripts])
+    assert failed == [] and c["ours"] is True and c["package"] == f"llmbuilder-cli {llmbuilder_cli.__version__}"
+    assert c["declared_by"][0] == c["package"]
+    assert text.startswith(f"Command         llmbuilder → {scripts / 'llmbuilder'} (llmbuilder-cli ")

@@ -69,3 +69,11 @@ def test_info_errors(tmp_path):
     assert_one_line_error(run("info", str(old)), 3, "--num-heads")
     p = run("info", str(old), "--num-heads", "4", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["heads"] == 4
+
+
+def test_one_layer_and_one_head_are_singular(tmp_path):
+    f = tmp_path / "model.pt"
+    random_llmbuilder_checkpoint(f, vocab=97, n_layer=1, n_head=1, n_embd=16, block_size=8)
+    p = run("info", str(f))
+    assert p.returncode == 0, p.stderr
+    assert "Architecture  llmbuilder-gpt: 1 layer, 1 head, width 16, tied output head\n" in p.stdout

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import llmbuilder_cli
-from llmbuilder_cli.cli.completion import SHELLS, completion_script
+from llmbuilder_cli.cli.completion import completion_script, script_files
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_sdist_holds_the_sources_demo_and_completions(dists):
         assert rel in names, rel
     for rel in DEMO_FILES:
         assert f"llmbuilder_cli/demo_model/{rel}" in names, rel
-    for file, _ in SHELLS.values():
+    for file in script_files():
         assert f"completions/{file}" in names, file
 
 
@@ -85,11 +85,12 @@ def test_wheel_holds_the_demo_and_the_completions(dists):
         for rel in DEMO_FILES:
             assert f"llmbuilder_cli/demo_model/{rel}" in names, rel
         assert hashlib.sha256(z.read("llmbuilder_cli/demo_model/model.pt")).hexdigest() == DEMO_REPORT["model"]["sha256"]
-        for shell, (file, where) in SHELLS.items():
+        for file, (shell, prog, where) in script_files().items():
             member = f"llmbuilder_cli-{version}.data/data/{where}/{Path(file).name}"
-            assert z.read(member).decode("utf-8") == completion_script(shell), member
+            assert z.read(member).decode("utf-8") == completion_script(shell, prog), member
         entry_points = z.read(f"llmbuilder_cli-{version}.dist-info/entry_points.txt").decode()
     assert "[console_scripts]" in entry_points and "llmbuilder = llmbuilder_cli." in entry_points
+    assert "llmbuilder-cli = llmbuilder_cli." in entry_points  # the name no other package takes
     assert {n.split("/")[0] for n in names} == {"llmbuilder_cli", f"llmbuilder_cli-{version}.dist-info",
                                                  f"llmbuilder_cli-{version}.data"}  # no tests, scripts, checkpoints
 
@@ -110,7 +111,10 @@ def _visible_site_dirs() -> list[str]:
 def venv(dists, tmp_path_factory) -> dict[str, Path]:
     """A fresh virtual environment with the wheel installed and this environment's packages visible."""
     _, wheel = dists
-    tmp = tmp_path_factory.mktemp("venv")
+    return _make_venv(wheel, tmp_path_factory.mktemp("venv"))
+
+
+def _make_venv(wheel: Path, tmp: Path) -> dict[str, Path]:
     env_dir = tmp / "env"
     run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)])
     bin_dir = env_dir / ("Scripts" if os.name == "nt" else "bin")
@@ -147,7 +151,7 @@ def test_the_installed_copy_is_the_one_that_runs(venv):
     pkg, torch_file = json.loads(p.stdout)
     assert Path(pkg).resolve().is_relative_to(venv["purelib"].resolve())  # the wheel, not the repository
     assert not Path(torch_file).resolve().is_relative_to(venv["dir"].resolve())  # torch was not installed
-    for file, where in SHELLS.values():
+    for file, (_, _, where) in script_files().items():
         installed = venv["dir"] / where / Path(file).name
         assert installed.read_text(encoding="utf-8") == (ROOT / "completions" / file).read_text(encoding="utf-8")
 
@@ -184,3 +188,83 @@ def test_installed_doctor_passes(venv):
     r = json.loads(p.stdout)
     assert r["ok"] and r["demo"]["intact"]
     assert Path(r["llmbuilder_cli"]["location"]).resolve().is_relative_to(venv["purelib"].resolve())
+
+
+# ------------------------------------------------------------- another package's `llmbuilder` command
+def _competing_wheel(folder: Path) -> Path:
+    """A minimal wheel of a package named llmbuilder, version 2.0.0, whose console script is also called
+    ``llmbuilder`` and (like llmbuilder 2.0.0's wizard) asks for a checkpoint path: built here, offline."""
+    import base64
+
+    files = {
+        "llmbuilder/__init__.py": "",
+        "llmbuilder/cli.py": "import sys\n\ndef main():\n    sys.stdout.write('Path to your trained model checkpoint: ')\n"
+                             "    return 1\n",
+        "llmbuilder-2.0.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: llmbuilder\nVersion: 2.0.0\n",
+        "llmbuilder-2.0.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "llmbuilder-2.0.0.dist-info/entry_points.txt": "[console_scripts]\nllmbuilder = llmbuilder.cli:main\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append("llmbuilder-2.0.0.dist-info/RECORD,,")
+    files["llmbuilder-2.0.0.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / "llmbuilder-2.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return wheel
+
+
+def _run_in(venv: dict[str, Path], command: str, *args: str) -> subprocess.CompletedProcess:
+    env = _clean_env(LLMBUILDER_HOME=str(venv["home"]), VIRTUAL_ENV=str(venv["dir"]),
+                     PATH=str(venv["bin"]) + os.pathsep + os.environ.get("PATH", ""))
+    exe = venv["bin"] / (f"{command}.exe" if os.name == "nt" else command)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300, env=env, cwd=venv["cwd"])
+
+
+def _pip_install(venv: dict[str, Path], *args: str) -> None:
+    run([str(venv["python"]), "-m", "pip", "install", "--no-deps", "--no-index", "-q", *args], env=_clean_env())
+
+
+def test_llmbuilder_installed_after_this_tool_is_named_by_doctor_and_llmbuilder_cli_still_works(dists, tmp_path):
+    _, wheel = dists
+    venv = _make_venv(wheel, tmp_path)
+    _pip_install(venv, str(_competing_wheel(tmp_path)))  # the other package, installed last, takes `llmbuilder`
+    shadowing = venv["bin"] / "llmbuilder"
+
+    p = _run_in(venv, "llmbuilder", "generate", "text", "-p", "hi")
+    assert (p.returncode, p.stdout) == (1, "Path to your trained model checkpoint: ")  # not this tool any more
+
+    p = _run_in(venv, "llmbuilder-cli", "generate", "text", "-p", "hi", "--max-tokens", "3")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("hi") and "3 tokens" in p.stderr
+
+    p = _run_in(venv, "llmbuilder-cli", "doctor", "--json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = json.loads(p.stdout)
+    assert r["failed"] == ["command name"]
+    c = r["command"]
+    assert (c["path"], c["package"], c["runs"], c["ours"]) == (str(shadowing), "llmbuilder 2.0.0", "llmbuilder.cli:main",
+                                                               False)
+    assert sorted(c["declared_by"]) == ["llmbuilder 2.0.0", f"llmbuilder-cli {llmbuilder_cli.__version__}"]
+    assert c["llmbuilder-cli"] == str(venv["bin"] / "llmbuilder-cli")
+    p = _run_in(venv, "llmbuilder-cli", "doctor")
+    lines = p.stdout.splitlines()
+    assert (f"Command         FAILED: 'llmbuilder' on PATH is {shadowing}, llmbuilder 2.0.0's command, which runs "
+            "llmbuilder.cli:main, not this tool's") in lines
+    assert ("                fix: run 'llmbuilder-cli' or 'python -m llmbuilder_cli' instead (both always start this "
+            "tool); to get 'llmbuilder' back: pip install --force-reinstall --no-deps llmbuilder-cli (installing "
+            "llmbuilder 2.0.0 again takes it over again), or keep the two packages in separate virtual "
+            "environments") in lines
+    assert lines[-1] == "1 check failed: command name"
+
+    # The fix the report gives: reinstalling this tool takes the command back; doctor still warns about it.
+    _pip_install(venv, "--force-reinstall", str(wheel))
+    p = _run_in(venv, "llmbuilder", "doctor", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    c = json.loads(p.stdout)["command"]
+    assert c["ours"] is True and c["package"] == f"llmbuilder-cli {llmbuilder_cli.__version__}"
+    assert c["note"] == ("llmbuilder 2.0.0 also installs a 'llmbuilder' command, which replaces this one whenever "
+                         "that package is installed after it; 'llmbuilder-cli' always starts this tool")

@@ -9,7 +9,8 @@ Plain aligned text by default, one JSON object with ``--json``; both on stdout (
 asked for). Exit code 0 when every check passed, 1 when one failed; the report names the failed checks.
 Informational findings (bfloat16 unusable on this CPU, no GPU) are not failures: only what breaks normal
 use is — torch or a required library missing, a damaged settings file or setting, a demo model that is
-missing, altered or does not generate, the automatic device/dtype not computing correctly.
+missing, altered or does not generate, the automatic device/dtype not computing correctly, a ``llmbuilder``
+on PATH that is another program (llmbuilder 2.0.0 installs a command of the same name; `_command_name`).
 Torch is imported when the command runs, never when the CLI starts; so are importlib.metadata and
 hashlib (``llmbuilder --help`` imports this module to list the command's options).
 """
@@ -259,6 +260,148 @@ def _packages(report: Report) -> None:
         report.fail("packages")
 
 
+#: The command this tool installs, the second name that only it installs, and its distribution.
+COMMAND = "llmbuilder"
+SECOND_COMMAND = "llmbuilder-cli"
+DISTRIBUTION = "llmbuilder-cli"
+
+
+def _console_script_owners(name: str) -> list[Any]:
+    """The installed distributions that declare a console script ``name``, in sys.path order. Every copy
+    counts: a source checkout's ``*.egg-info`` may come before the installed ``*.dist-info`` that
+    recorded the script."""
+    from importlib import metadata
+
+    return [dist for dist in metadata.distributions()
+            if any(ep.group == "console_scripts" and ep.name == name for ep in dist.entry_points)]
+
+
+def _distribution_name(dist: Any) -> str:
+    return (dist.metadata["Name"] or "").lower().replace("_", "-")
+
+
+def _script_target(path: str) -> str | None:
+    """``module:function`` a pip-written console script runs (its ``from M import F`` line), else None."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r"^from ([\w.]+) import (\w+)\s*$", head, flags=re.M)
+    return f"{m.group(1)}:{m.group(2)}" if m else None
+
+
+def _who_wrote(path: str, dists: list[Any], name: str) -> Any:
+    """Which of ``dists`` installed the file at ``path`` as it is now, among those whose RECORD lists it
+    (several do when they declare the same command; the last one installed overwrote the others): the
+    one whose RECORD has the file's current sha256, else the one whose entry point the script imports.
+    None when no package of this environment installed it."""
+    import base64
+    import hashlib
+
+    real = os.path.realpath(path)
+    listed = []  # (distribution, the sha256 its RECORD gives for the file)
+    for dist in dists:
+        for file in dist.files or ():
+            if os.path.realpath(str(dist.locate_file(file))) == real:
+                listed.append((dist, file.hash.value if file.hash and file.hash.mode == "sha256" else None))
+                break
+    if not listed:
+        return None
+    try:
+        with open(real, "rb") as f:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(f.read()).digest()).rstrip(b"=").decode()
+    except OSError:
+        digest = None
+    for dist, recorded in listed:
+        if digest is not None and recorded == digest:
+            return dist
+    target = _script_target(real)
+    for dist, _ in listed:
+        if any(ep.group == "console_scripts" and ep.name == name and ep.value.replace(" ", "") == target
+               for ep in dist.entry_points):
+            return dist
+    return None
+
+
+def _label(dist: Any) -> str:
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _command_name(report: Report) -> None:
+    """Whether ``llmbuilder`` on PATH starts this tool. llmbuilder 2.0.0 installs a console script of the
+    same name; installed after this package it silently replaces it (``llmbuilder generate text -p …``
+    then opens llmbuilder's own wizard). Finds the file PATH resolves to and the package that wrote
+    it (RECORD hashes, else the script's import line); a command of another package fails the check."""
+    import shutil
+    import sysconfig
+
+    path = shutil.which(COMMAND)
+    declared = _console_script_owners(COMMAND)
+    others = [d for d in declared if _distribution_name(d) != DISTRIBUTION]
+    restore = f"pip install --force-reinstall --no-deps {DISTRIBUTION}"
+    info: dict[str, Any] = {
+        "name": COMMAND,
+        "path": path,
+        "declared_by": list(dict.fromkeys(_label(d) for d in declared)),
+        SECOND_COMMAND: shutil.which(SECOND_COMMAND),
+        "ok": True,
+    }
+    if path is None:
+        info["note"] = (f"no '{COMMAND}' on PATH: run 'python -m llmbuilder_cli', or add "
+                        f"{sysconfig.get_path('scripts')} to PATH")
+        report.data["command"] = info
+        return
+    owner = _who_wrote(path, declared, COMMAND)
+    info["package"] = _label(owner) if owner is not None else None
+    info["runs"] = _script_target(os.path.realpath(path))
+    if owner is not None:
+        ours = _distribution_name(owner) == DISTRIBUTION
+    else:  # a file no package here recorded: judge by what it imports
+        ours = (info["runs"] or "").startswith("llmbuilder_cli.")
+    info["ours"] = ours
+    if ours:
+        if others:
+            names = ", ".join(dict.fromkeys(_label(d) for d in others))
+            info["note"] = (f"{names} also installs a '{COMMAND}' command, which replaces this one whenever that "
+                            f"package is installed after it; '{SECOND_COMMAND}' always starts this tool")
+    elif owner is None and info["runs"] is None:
+        info["note"] = f"{path} was not installed by a package of this Python environment"
+    else:
+        what = f"{_label(owner)}'s" if owner is not None else "another program's"
+        runs = f", which runs {info['runs']}" if info["runs"] else ""
+        instead = f"run '{SECOND_COMMAND}' or 'python -m llmbuilder_cli' instead (both always start this tool)"
+        if owner is not None:  # both packages in this environment: the last one installed won
+            back = (f"to get '{COMMAND}' back: {restore} (installing {_label(owner)} again takes it over again), "
+                    f"or keep the two packages in separate virtual environments")
+        else:  # a program from elsewhere comes first on PATH
+            back = f"or put {sysconfig.get_path('scripts')} before {os.path.dirname(path)} on PATH"
+        info.update(ok=False, error=f"'{COMMAND}' on PATH is {path}, {what} command{runs}, not this tool's",
+                    fix=f"{instead}; {back}")
+        report.fail("command name")
+    report.data["command"] = info
+
+
+def _command_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The text report's lines for `_command_name`."""
+    c = r.get("command")
+    if not c:
+        return []
+    second = c.get(SECOND_COMMAND)
+    also = f"; {SECOND_COMMAND} → {second}" if second else ""
+    if not c["ok"]:
+        return [("Command", f"FAILED: {c['error']}"), ("", f"fix: {c['fix']}")]
+    if c["path"] is None:
+        return [("Command", c["note"] + also)]
+    whose = c.get("package") or ("this tool" if c.get("ours") else "origin unknown")
+    rows = [("Command", f"{c['name']} → {c['path']} ({whose}){also}")]
+    if c.get("note"):
+        rows.append(("", f"note: {c['note']}"))
+    return rows
+
+
 def _settings(report: Report) -> None:
     from .. import paths
     from .. import settings as st
@@ -343,6 +486,7 @@ def collect(model: str | None = None, tokenizer: str | None = None, device: str 
     _system(report)
     torch = _torch(report)
     _packages(report)
+    _command_name(report)
     _settings(report)
     if torch is not None:
         threads = torch.get_num_threads()
@@ -418,6 +562,7 @@ def format_report(r: dict[str, Any]) -> str:
     for n, p in pk.items():
         if "error" in p:
             rows.append(("", f"{n}: {p['error']}"))
+    rows += _command_rows(r)
     s = r["settings"]
     where = s["path"] + ("" if s["exists"] else " (not created yet)")
     rows.append(("Settings", where))

@@ -31,13 +31,18 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 head``, ``4 heads``: a count with its noun in the right number (regular plurals only)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _architecture(d: dict[str, Any]) -> str:
-    heads = f"{d['heads']} heads"
+    heads = counted(d["heads"], "head")
     kv = d.get("kv_heads")
     if kv is not None and kv != d["heads"]:
         heads += f" ({kv} key/value)"
     return (
-        f"{d['architecture']}: {d['layers']} layers, {heads}, width {d['embedding_dim']}"
+        f"{d['architecture']}: {counted(d['layers'], 'layer')}, {heads}, width {d['embedding_dim']}"
         + (", tied output head" if d["tied_output_head"] else "")
     )
 

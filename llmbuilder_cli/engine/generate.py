@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..config import GenerationConfig
-from ..errors import GenerationError, UsageError
+from ..errors import ConfigError, GenerationError, UsageError
 from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
 from .loading import LoadedModel
 from .tokenizer import Tokenizer
@@ -63,9 +63,17 @@ class TokenGenerator:
         self.model = model
         self.seq: list[int] = list(prompt_ids)  # prompt + generated so far
         self.config = config
-        self.eos_ids = frozenset(eos_ids) if not config.ignore_eos else frozenset()
+        if config.eos_token_id is not None and config.eos_token_id >= model.config.vocab_size:
+            raise ConfigError(
+                f"eos_token_id {config.eos_token_id} is not a token of this model (its ids are 0 to "
+                f"{model.config.vocab_size - 1})",
+                hint="pass an id from the model's tokenizer, or None for the tokenizer's own",
+                field="eos_token_id",
+            )
+        eos_ids = config.eos_ids_for(eos_ids)  # the tokenizer's, eos_token_id instead, or none at all
+        self.eos_ids = frozenset(eos_ids)
         self.generator = generator
-        self.processors = build_processors(config, eos_ids=tuple(eos_ids), vocab_limit=vocab_limit)
+        self.processors = build_processors(config, eos_ids=eos_ids, vocab_limit=vocab_limit)
         self.window_slides = 0  # steps that ran on the cropped P-token window
         self.trace_top = trace_top  # > 0: record the top tokens after each stage (see last_trace)
         self.last_trace: tuple[float, list[tuple[str, list[tuple[int, float]]]]] | None = None

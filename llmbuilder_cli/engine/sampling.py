@@ -194,7 +194,7 @@ def build_processors(
         procs.append(Temperature(config.temperature))
     if config.repetition_penalty != 1.0:
         procs.append(RepetitionPenalty(config.repetition_penalty))
-    if config.min_new_tokens > 0 and eos_ids and not config.ignore_eos:
+    if config.min_new_tokens > 0 and eos_ids and config.stops_at_eos:
         procs.append(MinNewTokens(config.min_new_tokens, tuple(eos_ids)))
     if not config.greedy:
         if config.top_k is not None:

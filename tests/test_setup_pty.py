@@ -70,7 +70,11 @@ def wait_screen(child, text: str, timeout: float = 60) -> None:
 
 
 def answer(child, question, keys):
+    """Type ``keys`` once ``question`` is on screen and its prompt is drawn (line wrapping switched back on
+    at the end of prompt_toolkit's render): keys typed earlier, while an explanation that names the setting is
+    printed, would meet the terminal's line editing instead of the prompt."""
     child.expect(question)
+    child.expect("\x1b\\[\\?7h")
     child.send(keys)
 
 
@@ -248,6 +252,7 @@ def test_the_screen_while_models_are_read_refused_and_chosen(tmp_path, columns):
     answer(child, "Model:", CLEAR + str(missing) + "\r")
     reason = f"model not found: {missing} — check the --model path"
     wait_screen(child, reason)  # the whole reason, wrapped to the width, under the question asked again
+    assert any(row.endswith("check the --model path") for row in child.screen.rows())  # wrapped at spaces
 
     def model_rows() -> list[str]:
         return [row for row in child.screen.rows() if row.startswith("? Model:")]
@@ -266,5 +271,18 @@ def test_the_screen_while_models_are_read_refused_and_chosen(tmp_path, columns):
     for choice in ("One prompt: continue a text once", "Chat: a conversation in the terminal",
                    "Batch: a file of prompts, one JSON line per result"):
         assert squeezed(choice) in squeezed(child.screen.text())  # wrapped, not cut
+    child.sendintr()
+    finish(child, 130)
+
+
+def test_keys_typed_while_a_model_is_read_wait_for_the_question_asked_again(tmp_path):
+    child = start(tmp_path, "setup", columns=80, rows=30)
+    answer(child, "Model:", CLEAR + str(tmp_path / "no-such-model.gguf") + "\r")
+    wait_screen(child, "Reading the model")  # the first read also loads torch: seconds
+    child.send(CLEAR + "demo\r")  # typed ahead, neither echoed over the spinner nor eaten by line editing
+    wait_screen(child, "built-in demo model:")
+    assert [row for row in child.screen.rows() if row.startswith("? Model:")] == ["? Model: demo"]
+    assert "no-such-model" not in child.screen.text()
+    answer(child, "What do you want to do", "\r")
     child.sendintr()
     finish(child, 130)

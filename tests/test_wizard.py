@@ -217,6 +217,7 @@ def test_custom_temperature_for_sampling_refuses_0():
 def test_stop_strings_take_escapes_and_show_them_back():
     ask, r = wizard(["demo", "prompt", "x", "greedy", None, None, None, r"User:|\n\n|a\|b|c\\d", "cancel"])
     assert r.values["stop"] == ("User:", "\n\n", "a|b", "c\\d")
+    assert any("\\n\\n stops at the end of a paragraph" in said for said in ask.said)  # explained
     assert ask.summary_rows["stop"] == r"User:|\n\n|a\|b|c\\d"
     assert "--stop User: --stop $'\\n\\n' --stop 'a|b' --stop 'c\\d'" in r.command
     # started again from what was saved, the default answer is the same text

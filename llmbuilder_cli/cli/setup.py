@@ -13,12 +13,14 @@ edited changes only the keys the wizard decided; the file's comments and every o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .. import settings as st
 from ..errors import UsageError
+from ..terminal_text import wrap_for
 from .wizard import Validator, WizardResult, next_time_command, run_wizard
 
 __all__ = ["QuestionaryAsker", "run_setup", "require_terminal", "save_profile"]
@@ -40,6 +42,31 @@ def require_terminal() -> None:
         )
 
 
+@contextlib.contextmanager
+def _keys_kept_for_the_next_question() -> Iterator[None]:
+    """Between two questions the terminal is back in line mode: keys typed then would be echoed over the
+    spinner (an Enter moving it down a row) and Ctrl-U eaten by the line editor. Turn echo and line
+    editing off meanwhile, so they wait, unseen, for the next question; Ctrl-C still interrupts."""
+    try:
+        import termios
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (AttributeError, ValueError, OSError, termios.error):  # stdin is no terminal
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)  # lflags; ISIG stays on
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 class QuestionaryAsker:
     """The wizard's questions as questionary prompts drawn on stderr; explanations printed with rich."""
 
@@ -50,11 +77,14 @@ class QuestionaryAsker:
         self._output = create_output(stdout=sys.stderr)
         self._console = Console(stderr=True, highlight=False)
 
-    @staticmethod
-    def _adapt(validate: Validator | None) -> Callable[[str], Any] | None:
+    def _adapt(self, validate: Validator | None) -> Callable[[str], Any] | None:
         if validate is None:
             return None
-        return lambda text: validate(text) or True  # questionary: True when valid, else the message
+        # questionary: True when valid, else the message (wrapped at spaces to the terminal's width)
+        return lambda text: self._fit(validate(text)) or True
+
+    def _fit(self, reason: str | None) -> str | None:
+        return reason and wrap_for(reason, sys.stderr, width=max(1, self._output.get_size().columns))
 
     @staticmethod
     def _wrap_long_lines(question: Any) -> None:
@@ -86,11 +116,11 @@ class QuestionaryAsker:
                             validate_while_typing=False, output=self._output)
             self._wrap_long_lines(question)
             if problem:
-                question.application.layout.current_buffer.validation_error = ValidationError(message=problem)
+                question.application.layout.current_buffer.validation_error = ValidationError(message=self._fit(problem))
             answer = question.unsafe_ask()
             if not busy or validate is None:
                 return answer
-            with self._console.status(busy, spinner="dots"):
+            with _keys_kept_for_the_next_question(), self._console.status(busy, spinner="dots"):
                 problem = validate(answer)
             if problem is None:
                 return answer

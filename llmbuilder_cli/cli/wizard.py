@@ -33,8 +33,7 @@ ACTIONS = {"run": "Run it now", "save": "Save as a profile", "both": "Save as a 
            "cancel": "Cancel (nothing is saved)"}
 #: Every kind of model the tool loads (engine/loading.py), as the wizard explains them.
 MODEL_FORMATS = ("llmbuilder's model.pt, a trainer checkpoint or a run directory; a Hugging Face model "
-                 "directory (config.json + safetensors: Llama family, Qwen2, Mistral, GPT-2); or a GGUF file "
-                 "(.gguf)")
+                 "directory (config.json + safetensors); or a GGUF file (.gguf)")
 #: Keys given as flags whose names are not simply ``--key-with-dashes``.
 _FLAG_NAMES = {"model": "-m", "tokenizer": "-t", "max_new_tokens": "--max-tokens", "min_new_tokens": "--min-tokens"}
 #: Keys the command line accepts only for a chat (a profile may still hold them).

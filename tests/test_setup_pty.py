@@ -252,7 +252,6 @@ def test_the_screen_while_models_are_read_refused_and_chosen(tmp_path, columns):
     answer(child, "Model:", CLEAR + str(missing) + "\r")
     reason = f"model not found: {missing} — check the --model path"
     wait_screen(child, reason)  # the whole reason, wrapped to the width, under the question asked again
-    assert any(row.endswith("check the --model path") for row in child.screen.rows())  # wrapped at spaces
 
     def model_rows() -> list[str]:
         return [row for row in child.screen.rows() if row.startswith("? Model:")]

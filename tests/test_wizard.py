@@ -165,7 +165,8 @@ def tiny_gguf(path):
 
     tokens = gpt2_byte_symbols() + ["Ġt", "he", "Ġthe"] + SPECIALS + ["<think>"]
     tokenizer = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "default", "tokenizer.ggml.tokens": tokens,
-                 "tokenizer.ggml.token_type": [1] * 259 + [3, 3, 3, 4], "tokenizer.ggml.merges": ["Ġ t", "h e", "Ġt he"],
+                 "tokenizer.ggml.token_type": [1] * 259 + [3, 3, 3, 4],
+                 "tokenizer.ggml.merges": ["Ġ t", "h e", "Ġt he"],
                  "tokenizer.ggml.bos_token_id": 260, "tokenizer.ggml.eos_token_id": 261}
     state = llama_state(torch.Generator().manual_seed(0), layers=1)
     return write_gguf(path, "llama", llama_to_gguf(state, "llama", 4, 2), llama_meta(layers=1), tokenizer=tokenizer)

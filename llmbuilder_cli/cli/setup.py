@@ -115,8 +115,9 @@ class QuestionaryAsker:
             question = make(message, default=default, validate=None if busy else self._adapt(validate),
                             validate_while_typing=False, output=self._output)
             self._wrap_long_lines(question)
-            if problem:
-                question.application.layout.current_buffer.validation_error = ValidationError(message=self._fit(problem))
+            if problem:  # asked again: the reason shows at once, as if just refused in place
+                buffer = question.application.layout.current_buffer
+                buffer.validation_error = ValidationError(message=self._fit(problem))
             answer = question.unsafe_ask()
             if not busy or validate is None:
                 return answer

@@ -297,7 +297,8 @@ def run_wizard(
             return note if "not this model's tokenizer" in note else None
 
         start_tok = values.get("tokenizer") or (str(Path(beside).parent) if beside else "")
-        tok = ask.path("Tokenizer:", default=str(start_tok), validate=check_tok, busy="Reading the tokenizer…").strip()
+        tok = ask.path("Tokenizer:", default=str(start_tok), validate=check_tok,
+                       busy="Reading the tokenizer…").strip()
         tinfo = seen[(model, tok)].get("tokenizer", {})
         ask.say(f"  tokenizer: {tinfo.get('kind', '?')}, {tinfo.get('vocab_size', '?')} tokens")
         values["tokenizer"] = str(Path(tok).expanduser().resolve())
@@ -341,8 +342,9 @@ def run_wizard(
         if preset == "custom":
             if values.get("temperature") == 0.0:
                 values.pop("temperature")
+            balanced = TEMPERATURE_PRESETS["balanced"]
             _ask_field(ask, "temperature", values,
-                       f"Temperature ({MIN_TEMPERATURE:g} to {MAX_SCALE:g}; {TEMPERATURE_PRESETS['balanced']:g} balanced)")
+                       f"Temperature ({MIN_TEMPERATURE:g} to {MAX_SCALE:g}; {balanced:g} balanced)")
         else:
             values["temperature"] = TEMPERATURE_PRESETS[preset]
         values.setdefault("top_k", GenerationConfig.top_k)

@@ -119,7 +119,8 @@ FIELD_GUIDE: dict[str, str] = {
     ),
     "stop": (
         "Text that ends the generation when it appears; the output is cut before it. Useful to stop at "
-        "the end of an answer (for example 'User:') or a paragraph. Separate several with '|'."
+        "the end of an answer (for example 'User:') or a paragraph. Separate several with '|'; write \\n "
+        "for a line break (\\n\\n stops at the end of a paragraph), \\| and \\\\ for a literal | and \\."
     ),
     "do_sample": (
         "Greedy decoding always takes the most likely token: the same prompt always gives the same text, "

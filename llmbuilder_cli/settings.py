@@ -353,6 +353,21 @@ def update(change: Callable[[Any], None], path: Path | None = None) -> Settings:
                           hint="check free space and permissions, or set LLMBUILDER_HOME") from None
 
 
+def set_in_table(table: Any, key: str, value: Any) -> None:
+    """Set ``key`` in a tomlkit table as a person would edit it: an existing line keeps its place and
+    comment; a new key goes right after the table's last key, not after the blank lines and comments
+    that introduce the next table."""
+    if key in table:
+        table[key] = value
+        return
+    body = table.value.body
+    last = max((i for i, (k, _) in enumerate(body) if k is not None), default=len(body) - 1)
+    if last + 1 < len(body):
+        table.value._insert_at(last + 1, key, value)  # tomlkit has no public insert
+    else:
+        table[key] = value
+
+
 # ---------------------------------------------------------------------------------------------- resolve
 @dataclass
 class Resolved:

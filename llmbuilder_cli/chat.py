@@ -384,7 +384,8 @@ def run_chat(
         if cancelled:
             state.cancelled_user = user_text
             state.last_stats = last.stats if last is not None else None
-            say("[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
+            say("[cancelled — not kept in the history; /keep keeps it, /regen continues the line again]" if complete
+                else "[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
             return
         if last is not None:
             state.last_stats = last.stats

@@ -218,6 +218,34 @@ def test_complete_mode_in_a_terminal_shows_and_logs_what_one_shot_prints(tmp_pat
             assert rows[at + 1] == out.rstrip("\n")
 
 
+def test_ctrl_c_mid_continuation_keeps_the_loop_going(tmp_path):
+    import time
+
+    env = {**cli_env(), "LLMBUILDER_HOME": str(tmp_path)}
+    child = spawn_pty(CMD[0], [*CMD[1:], "-i", "--max-tokens", "1000000", "--ignore-eos", "--seed", "1"], env=env,
+                      timeout=90, dimensions=(ROWS, COLS))
+    raw = io.BytesIO()
+    child.logfile_read = raw
+    child.expect(">>>")
+    child.sendline("Once upon a time")
+    child.expect("once upon a time")  # the echo, then the continuation streams
+    time.sleep(1.5)
+    child.sendintr()
+    child.expect(r"not kept in the history; /keep keeps it")
+    child.expect(">>>")
+    child.sendline("/set max_new_tokens 5")
+    child.expect(">>>")
+    child.sendline("the owl")
+    child.expect(r"\[5 tokens \S+ finish: length")
+    child.expect(">>>")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    out = one_shot("-p", "the owl", "--max-tokens", "5", "--ignore-eos", "--seed", "1")
+    assert out.rstrip("\n") in _screen(raw.getvalue())  # the same seed for every line, as one-shot
+
+
 def test_the_demo_model_starts_in_complete_mode_in_the_live_view(tmp_path):
     env = {**cli_env(), "LLMBUILDER_HOME": str(tmp_path), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)

@@ -438,7 +438,7 @@ def run_chat(
         elif cmd == "/clear":
             conv.clear()
             state.cancelled_user = None
-            say("conversation cleared")
+            say("history cleared" if state.mode == "complete" else "conversation cleared")
         elif cmd == "/undo":
             turn = conv.undo()
             state.cancelled_user = None
@@ -488,6 +488,7 @@ def run_chat(
                     return True
                 if saved.mode != state.mode:
                     switch(saved.mode)
+                    reason[0] = f"restored by /load {arg}"
                 if state.mode == "complete":
                     conv.keep_context = saved.keep_context  # type: ignore[attr-defined]
                 else:

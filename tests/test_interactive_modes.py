@@ -99,8 +99,9 @@ def test_save_records_the_mode_and_load_restores_it(tiny_loaded, tmp_path):
     assert data["turns"] == [{"user": "Once upon a time", "reply": out[len("once upon a time"):-1]}]
     assert "## Prompt" in (tmp_path / "l.md").read_text(encoding="utf-8")
     # a chat session loading it comes back in complete mode, with the context kept
-    rc, out2, err2 = session(tiny_loaded, f"/load {path}\nthe owl\n", mode="chat", **cfg)
+    rc, out2, err2 = session(tiny_loaded, f"/load {path}\nthe owl\n/mode\n/clear\n", mode="chat", **cfg)
     assert "loaded 1 line and their settings from" in err2 and "(complete mode, context kept)" in err2
+    assert f"(restored by /load {path})" in err2 and "history cleared" in err2
     turn = data["turns"][0]
     cont = api.generate(tiny_loaded, prompt=turn["user"] + turn["reply"] + "\nthe owl", **cfg).text
     assert out2 == "the owl" + cont + "\n"

@@ -462,16 +462,27 @@ def interactive_cli(
     input_stream: TextIO | None = None,
     output_stream: TextIO | None = None,
     error_stream: TextIO | None = None,
-    render_reply: Callable[[Any], Any] | None = None,
+    render_reply: Callable[..., Any] | None = None,
     sources: dict[str, str] | None = None,
     jsonl: bool = False,
+    mode: str = "auto",
+    keep_context: bool = False,
 ) -> int:
-    """A multi-turn chat: each line read is a message; the reply is printed and both join the context.
+    """The interactive loop, in one of two modes (``mode``: "auto", "chat" or "complete").
 
-    The KV cache is reused across turns; when the context would overflow, the oldest exchanges are
-    dropped (``system`` text stays) and a note says so. Commands: ``/help``, ``/params``, ``/set KEY
-    VALUE``, ``/seed``, ``/reset``, ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``,
-    ``/load``, ``/stats``, ``/exit`` (also ``/quit``, ``/bye``, or a line that is just ``exit`` or ``quit``;
+    **complete** (llmbuilder's interactive mode): each line read is a prompt; the output stream gets the
+    line as the tokenizer normalised it, then the continuation — exactly what ``generate text -p LINE``
+    prints, generated the same way (with a fixed seed, the same seed for every line). ``keep_context=True``
+    (``/context on``) keeps earlier lines and continuations before each new line. **chat**: each line read
+    is a message; the reply is printed and both join the context. "auto" picks chat when the model has a
+    chat template (or ``chat_template``/``turn_format`` gives one) or ``system`` text is given, else
+    complete; the banner says which and why, and ``/mode`` switches.
+
+    In chat mode the KV cache is reused across turns; when the context would overflow, the oldest exchanges
+    (in complete mode with context kept, the oldest lines) are dropped (``system`` text stays) and a note
+    says so. Commands (both modes): ``/help``, ``/params``, ``/set KEY VALUE``, ``/seed``, ``/reset``,
+    ``/system``, ``/clear``, ``/undo``, ``/regen``, ``/keep``, ``/save``, ``/load``, ``/stats``, ``/mode``,
+    ``/context``, ``/exit`` (also ``/quit``, ``/bye``, or a line that is just ``exit`` or ``quit``;
     ``/?`` is ``/help``). Ends at end of input or ``/exit``, returning 0. Streams default to
     the process's stdin/stdout/stderr. ``render_reply(stream) -> (last chunk, cancelled)`` replaces the
     plain writing of each reply (the CLI passes its live panel). ``turn_format`` (a `TurnFormat`) says
@@ -479,10 +490,17 @@ def interactive_cli(
     (``chat_template``: "auto", "none" or a Jinja file), else ``User: …`` / ``Assistant:`` lines.
     ``sources`` (setting → where it came from) is what ``/params`` shows; the CLI passes its settings'
     provenance (flag, environment variable, profile). ``jsonl=True`` is the machine mode: one compact JSON
-    object per reply on the output stream (user text, reply text, finish reason, context, stats).
+    object per reply on the output stream (user text, reply text, finish reason, context, stats; in complete
+    mode the line as ``prompt`` and ``prompt_text``, the continuation as ``text``). In complete mode
+    ``render_reply`` is called as ``render_reply(stream, echo=TEXT)``, TEXT being the normalised line.
     """
-    from .chat import run_chat
+    from .chat import MODES, run_chat
+    from .engine.completion import Completion
     from .engine.conversation import Conversation
+    from .errors import UsageError
+
+    if mode not in ("auto", *MODES):
+        raise UsageError(f"unknown mode {mode!r}", hint="use auto, chat or complete")
 
     given = {
         "max_new_tokens": max_new_tokens,
@@ -510,8 +528,22 @@ def interactive_cli(
         from .line_editor import terminal_reader
 
         read_line = terminal_reader(completions())  # line editing, history, tab completion (drawn on stderr)
+    conv = Conversation(loaded, turn_format, system=system, template=template)
+    has_template = conv.template is not None
+    if has_template:
+        why = "the model has a chat template" if template == "auto" else "a chat template was given"
+    else:
+        why = "a turn format was given" if turn_format is not None else "no chat template"
+    if not has_template and turn_format is None and system:
+        why = "system text was given"  # only a chat has one
+    if mode == "auto":
+        mode = "chat" if has_template or turn_format is not None or system else "complete"
+    else:
+        why = "as asked; " + why
+    if system and mode == "complete":
+        raise UsageError("system text is for chat mode", hint="add --mode chat (mode='chat'), or leave out --system")
     return run_chat(
-        Conversation(loaded, turn_format, system=system, template=template),
+        conv,
         cfg,
         input_stream=input_stream or sys.stdin,
         output_stream=output_stream or sys.stdout,
@@ -521,6 +553,9 @@ def interactive_cli(
         read_line=read_line,
         render_reply=render_reply,
         jsonl=jsonl,
+        completion=Completion(loaded, keep_context=keep_context),
+        mode=mode,
+        mode_reason=why,
     )
 
 

@@ -1,13 +1,23 @@
-"""The multi-turn chat behind ``--interactive`` and ``interactive_cli``: read a line, answer it, repeat.
+"""The interactive loop behind ``--interactive`` and ``interactive_cli``: read a line, answer it, repeat.
 
-Each message and each accepted reply joins a running context (see engine/conversation.py for the token
-side: KV-cache reuse and the overflow policy). Replies go to the output stream; the banner, prompts,
-notes, footers and errors go to the error stream, so a redirected stdout holds replies only. Plain
-output writes each reply followed by one newline (a reply may itself span lines); the machine mode
-(``jsonl=True``, the CLI's ``--jsonl``) writes one JSON object per reply instead, one per line. Text bound
-for a terminal has its control characters shown, not obeyed (terminal_text.for_stream); pipes and files
-get the exact bytes. The loop takes its I/O and the conversation as parameters: tests drive it without a
-terminal.
+Two modes, one loop. **chat**: each message and each accepted reply joins a running context (see
+engine/conversation.py for the token side: KV-cache reuse and the overflow policy) and only the reply is
+printed. **complete** (llmbuilder's interactive mode; engine/completion.py): each line is a prompt the model
+continues, generated exactly like one-shot ``generate text -p LINE`` and printed like it: the line as the
+tokenizer normalised it, then the continuation, on the output stream — on a terminal too, so the screen
+shows the typed line after the prompt and, below it, the text as the model saw and continued it, and a
+redirected log reads like one-shot output, one line per prompt. ``/context on`` keeps earlier lines as
+context (off by default, so each line equals one-shot). The seed applies per line (per reply in chat): a
+fixed seed (``--seed S`` or ``/seed S``) seeds every generation with S, so a line's output equals
+``generate text -p LINE --seed S``; without one, each generation draws a new seed (shown in the footer).
+``/mode`` switches; each mode keeps its own history.
+
+Replies go to the output stream; the banner, prompts, notes, footers and errors go to the error stream, so
+a redirected stdout holds generated text only. Plain output writes each reply followed by one newline (a
+reply may itself span lines); the machine mode (``jsonl=True``, the CLI's ``--jsonl``) writes one JSON
+object per reply instead, one per line. Text bound for a terminal has its control characters shown, not
+obeyed (terminal_text.for_stream); pipes and files get the exact bytes. The loop takes its I/O and the
+sessions as parameters: tests drive it without a terminal.
 
 Ctrl-C during a reply stops that reply only; the partial text stays in view, marked, and joins the
 context only after ``/keep``. Ctrl-C at the prompt explains how to leave; end of input (Ctrl-D), ``/exit``
@@ -36,6 +46,7 @@ __all__ = [
     "COMMAND_ALIASES",
     "EXIT_WORDS",
     "ChatState",
+    "MODES",
     "Transcript",
     "completions",
     "run_chat",
@@ -58,6 +69,8 @@ COMMANDS = {
     "/save": "/save FILE — write transcript and settings (.json, or .md for reading)",
     "/load": "/load FILE — restore a transcript and its settings saved as .json",
     "/stats": "numbers about the last reply and the context",
+    "/mode": "/mode chat|complete — converse, or continue each line as a prompt (/mode alone: which and why)",
+    "/context": "/context on|off — complete mode: keep earlier lines as context (off: each line alone)",
     "/exit": "leave (also /quit, /bye, a line with just exit or quit, or Ctrl-D)",
 }
 #: Other spellings people bring from other chat tools → the command they mean.
@@ -65,11 +78,18 @@ COMMAND_ALIASES = {"/quit": "/exit", "/bye": "/exit", "/?": "/help"}
 #: Whole lines (case and surrounding space ignored) that leave the chat like /exit.
 EXIT_WORDS = ("exit", "quit")
 MULTILINE = '"""'
+#: The interactive modes: a conversation, or each line continued as a prompt (llmbuilder's).
+MODES = ("chat", "complete")
+MODE_HELP = {
+    "chat": "type a message and press Enter; the model answers and both join the conversation; "
+            "/mode complete continues each line as a prompt instead",
+    "complete": "each line is continued as a prompt; /mode chat to converse",
+}
 
 
 def completions() -> dict[str, tuple[str, ...]]:
     """What Tab completes: every command (and alias) → the words its argument can start with."""
-    args = {"/set": GenerationConfig.field_names(), "/seed": ("off",)}
+    args = {"/set": GenerationConfig.field_names(), "/seed": ("off",), "/mode": MODES, "/context": ("on", "off")}
     return {name: args.get(name, ()) for name in (*COMMANDS, *COMMAND_ALIASES)}
 
 
@@ -108,6 +128,7 @@ class ChatState:
     sources: dict[str, str] = field(default_factory=dict)  # field -> "default" | "options" | "/set" | "loaded"
     last_stats: GenerationStats | None = None
     cancelled_user: str | None = None  # the message whose reply was cancelled (for /keep and /regen)
+    mode: str = "chat"  # "chat" or "complete"
 
 
 # ----------------------------------------------------------------------------------------- transcripts
@@ -116,27 +137,38 @@ class Transcript(NamedTuple):
     config: GenerationConfig
     pairs: list[tuple[str, str]]  # (user, reply), oldest first
     dropped: int  # how many of the first pairs had been dropped from the context to make room
+    mode: str = "chat"  # "chat", or "complete": each pair is (line, continuation)
+    keep_context: bool = False  # complete mode: whether earlier lines were kept as context
 
 
-def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig) -> None:
+def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig, *, mode: str = "chat",
+                    keep_context: bool = False) -> None:
     """JSON (restorable) or, for a ``.md`` path, Markdown (for reading), replacing ``path`` atomically.
 
     Every exchange is saved, those dropped from the context to make room included: they come first and
-    carry ``"dropped": true`` (in Markdown, a note), so loading the file restores the same context."""
+    carry ``"dropped": true`` (in Markdown, a note), so loading the file restores the same context. The
+    mode is recorded (``"mode"``; in complete mode also ``"context"``), so loading it restores the mode."""
     turns = [{"user": t.user, "reply": t.reply, "dropped": True} for t in conv.dropped]
     turns += [{"user": t.user, "reply": t.reply} for t in conv.turns]
+    complete = mode == "complete"
     if path.suffix.lower() in (".md", ".markdown"):
-        parts = ["# llmbuilder chat", ""]
+        parts = ["# llmbuilder " + ("completions" if complete else "chat"), ""]
         if conv.system:
             parts += ["**System:** " + conv.system, ""]
         for t in turns:
             if t.get("dropped"):
                 parts += ["*(dropped from the model's context to make room)*", ""]
-            parts += ["## You", "", t["user"], "", "## Model", "", t["reply"], ""]
+            if complete:
+                parts += ["## Prompt", "", t["user"], "", "## Continuation", "", t["reply"], ""]
+            else:
+                parts += ["## You", "", t["user"], "", "## Model", "", t["reply"], ""]
         parts += ["## Settings", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
         text = "\n".join(parts)
     else:
-        data = {"format": TRANSCRIPT_FORMAT, "system": conv.system, "settings": config.to_dict(), "turns": turns}
+        data: dict[str, Any] = {"format": TRANSCRIPT_FORMAT, "mode": mode}
+        if complete:
+            data["context"] = keep_context
+        data.update(system=conv.system, settings=config.to_dict(), turns=turns)
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
         write_text_atomic(path, text)
@@ -175,7 +207,12 @@ def load_transcript(path: Path) -> Transcript:
     system = data.get("system") or ""
     if not isinstance(system, str):
         raise UsageError(f"{path}: 'system' must be text", hint="re-save the chat")
-    return Transcript(system, config, [(t["user"], t["reply"]) for t in turns], dropped)
+    mode = data.get("mode", "chat")  # files saved before modes existed are chats
+    keep_context = data.get("context", False)
+    if mode not in MODES or not isinstance(keep_context, bool):
+        raise UsageError(f"{path}: 'mode' must be one of {', '.join(MODES)} and 'context' true or false",
+                         hint="re-save the chat")
+    return Transcript(system, config, [(t["user"], t["reply"]) for t in turns], dropped, mode, keep_context)
 
 
 # ------------------------------------------------------------------------------------------------ loop
@@ -199,10 +236,14 @@ def write_stream(stream: Any, out: TextIO) -> tuple[StreamChunk | None, bool]:
 
 
 def reply_record(user_text: str, text: str, last: StreamChunk | None, dropped: int,
-                 conv: ConversationLike) -> dict[str, Any]:
-    """The JSON object the machine mode writes for one reply."""
+                 conv: ConversationLike, *, mode: str = "chat", prompt_text: str = "") -> dict[str, Any]:
+    """The JSON object the machine mode writes for one reply. Chat: the message (``user``) and the reply
+    (``text``); complete mode: the line (``prompt``), as the tokenizer normalised it (``prompt_text``, what
+    plain output prints first) and the continuation (``text``)."""
+    said = {"user": user_text} if mode == "chat" else {"prompt": user_text, "prompt_text": prompt_text}
     return {
-        "user": user_text,
+        "mode": mode,
+        **said,
         "text": text,
         "finish_reason": str(last.finish_reason) if last is not None and last.finish_reason else None,
         "dropped": dropped,  # exchanges dropped from the context to make room for this reply
@@ -222,8 +263,11 @@ def run_chat(
     option_fields: tuple[str, ...] = (),
     sources: dict[str, str] | None = None,
     read_line: Callable[[str], str | None] | None = None,
-    render_reply: Callable[[Any], tuple[StreamChunk | None, bool]] | None = None,
+    render_reply: Callable[..., tuple[StreamChunk | None, bool]] | None = None,
     jsonl: bool = False,
+    completion: ConversationLike | None = None,
+    mode: str = "chat",
+    mode_reason: str = "",
 ) -> int:
     """Run until end of input or /exit; returns the exit code (0).
 
@@ -232,9 +276,18 @@ def run_chat(
     reads one line given its prompt text (None at end of input); by default lines come from
     ``input_stream`` and prompts are written to ``error_stream`` when it is a terminal.
     ``render_reply(stream) -> (last chunk, cancelled)``: shows a reply (the CLI's live panel); by default
-    it is written plainly to ``output_stream``. It handles Ctrl-C itself by cancelling the stream.
-    ``jsonl``: instead of the reply's text, write one compact JSON object per reply (`reply_record`) on
-    its own line; ``render_reply`` is not used then."""
+    it is written plainly to ``output_stream``. It handles Ctrl-C itself by cancelling the stream. In
+    complete mode it is called as ``render_reply(stream, echo=TEXT)`` and shows TEXT (the line, normalised)
+    before the continuation. ``jsonl``: instead of the reply's text, write one compact JSON object per reply
+    (`reply_record`) on its own line; ``render_reply`` is not used then.
+
+    ``conv`` is the chat session; ``completion`` (an `engine.completion.Completion`) the complete mode's, if
+    that mode is offered. ``mode`` ("chat" or "complete") is the mode the loop starts in, ``mode_reason``
+    why (the banner says it); ``/mode`` switches."""
+    if mode not in MODES or (mode == "complete" and completion is None):
+        raise UsageError(f"cannot start in mode {mode!r}", hint="use 'chat', or 'complete' with a completion session")
+    sessions: dict[str, ConversationLike | None] = {"chat": conv, "complete": completion}
+    conv = sessions[mode]  # type: ignore[assignment]  # the session of the current mode, reassigned by /mode
     if show_prompt is None:
         show_prompt = read_line is not None or bool(getattr(input_stream, "isatty", lambda: False)())
 
@@ -253,7 +306,7 @@ def run_chat(
         or ("options" if n in option_fields or getattr(config, n) != getattr(defaults, n) else "default")
         for n in GenerationConfig.field_names()
     }
-    state = ChatState(config=config, initial=config, sources=dict(sources))
+    state = ChatState(config=config, initial=config, sources=dict(sources), mode=mode)
     initial_sources = dict(sources)
 
     def say(text: str) -> None:
@@ -284,6 +337,7 @@ def run_chat(
 
     def reply(user_text: str) -> None:
         state.cancelled_user = None
+        complete = state.mode == "complete"
         try:
             stream, dropped = conv.start(user_text, state.config)
         except LLMBuilderError as exc:
@@ -294,18 +348,26 @@ def run_chat(
             say("[cancelled]")
             return
         if dropped:
-            which = "oldest exchange" if dropped == 1 else f"{dropped} oldest exchanges"
-            say(f"(context full: dropped the {which}; the system text is kept)")
+            noun = "line" if complete else "exchange"
+            which = f"oldest {noun}" if dropped == 1 else f"{dropped} oldest {noun}s"
+            say(f"(context full: dropped the {which}" + (")" if complete else "; the system text is kept)"))
         prompt_tokens = len(getattr(stream, "prompt_ids", None) or ())
         if prompt_tokens > conv.block_size:
-            say(f"note: this message takes {prompt_tokens} tokens but the model's context is {conv.block_size}; "
+            what = "the prompt has" if complete else "this message takes"
+            say(f"note: {what} {prompt_tokens} tokens but the model's context is {conv.block_size}; "
                 f"it sees only the last {conv.block_size} (sliding window)")
+        echo = conv.echo_text(user_text) if complete else ""  # type: ignore[attr-defined]
         buffer = io.StringIO() if jsonl else None
         try:
             if buffer is not None:
                 last, cancelled = write_stream(stream, buffer)
+            elif render_reply is not None:
+                last, cancelled = render_reply(stream, echo=echo) if complete else render_reply(stream)
             else:
-                last, cancelled = render_reply(stream) if render_reply else write_stream(stream, output_stream)
+                if echo:  # as one-shot generation prints it: the prompt, then the continuation
+                    output_stream.write(for_stream(echo, output_stream))
+                    output_stream.flush()
+                last, cancelled = write_stream(stream, output_stream)
         except LLMBuilderError as exc:
             conv.discard()
             say(f"\nError: {exc.one_line()}")
@@ -313,7 +375,8 @@ def run_chat(
         if not cancelled:
             conv.accept()
         if buffer is not None:
-            record = reply_record(user_text, buffer.getvalue(), last, dropped, conv)
+            record = reply_record(user_text, buffer.getvalue(), last, dropped, conv, mode=state.mode,
+                                  prompt_text=echo)
             output_stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             output_stream.write("\n")
@@ -321,15 +384,19 @@ def run_chat(
         if cancelled:
             state.cancelled_user = user_text
             state.last_stats = last.stats if last is not None else None
-            say("[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
+            say("[cancelled — not kept in the history; /keep keeps it, /regen continues the line again]" if complete
+                else "[cancelled — not added to the conversation; /keep adds it, /regen answers again]")
             return
         if last is not None:
             state.last_stats = last.stats
             if show_prompt:
-                say(footer_text(last, conv.block_size) + f" [context {conv.context_used}/{conv.block_size}]")
+                kept = not complete or getattr(conv, "keep_context", False)
+                say(footer_text(last, conv.block_size)
+                    + (f" [context {conv.context_used}/{conv.block_size}]" if kept else ""))
 
     def command(line: str) -> bool:
         """Run a slash command; False means leave."""
+        nonlocal conv
         words = line.split(maxsplit=1)
         cmd, arg = words[0].lower(), (words[1].strip() if len(words) > 1 else "")
         cmd = COMMAND_ALIASES.get(cmd, cmd)
@@ -360,6 +427,8 @@ def run_chat(
         elif cmd == "/reset":
             state.config, state.sources = state.initial, dict(initial_sources)
             say("settings restored")
+        elif cmd == "/system" and state.mode == "complete":
+            say("complete mode has no system text (/mode chat to converse with one)")
         elif cmd == "/system":
             if not arg:
                 say(f"system text: {conv.system!r}" if conv.system else "no system text (/system TEXT sets one)")
@@ -369,7 +438,7 @@ def run_chat(
         elif cmd == "/clear":
             conv.clear()
             state.cancelled_user = None
-            say("conversation cleared")
+            say("history cleared" if state.mode == "complete" else "conversation cleared")
         elif cmd == "/undo":
             turn = conv.undo()
             state.cancelled_user = None
@@ -397,12 +466,13 @@ def run_chat(
                 say("usage: /save FILE.json   or   /save FILE.md")
                 return True
             try:
-                save_transcript(Path(arg).expanduser(), conv, state.config)
+                save_transcript(Path(arg).expanduser(), conv, state.config, mode=state.mode,
+                                keep_context=bool(getattr(conv, "keep_context", False)))
             except LLMBuilderError as exc:
                 say(f"Error: {exc.one_line()}")
             else:
                 kept = len(conv.dropped) + len(conv.turns)
-                say(f"saved {_count(kept, 'exchange')} to {arg}"
+                say(f"saved {_count(kept, noun())} to {arg}"
                     + (f" ({len(conv.dropped)} of them dropped from the context earlier)" if conv.dropped else ""))
         elif cmd == "/load":
             if not arg:
@@ -413,28 +483,79 @@ def run_chat(
             except (LLMBuilderError, ConfigError) as exc:
                 say(f"Error: {exc.one_line()}")
             else:
-                conv.set_system(saved.system)
+                if saved.mode != state.mode and sessions[saved.mode] is None:
+                    say(f"Error: {arg} was saved in {saved.mode} mode, which this model does not offer here")
+                    return True
+                if saved.mode != state.mode:
+                    switch(saved.mode)
+                    reason[0] = f"restored by /load {arg}"
+                if state.mode == "complete":
+                    conv.keep_context = saved.keep_context  # type: ignore[attr-defined]
+                else:
+                    conv.set_system(saved.system)
                 conv.load_turns(saved.pairs, saved.dropped)
                 state.config = saved.config
                 state.sources = {n: "loaded" for n in GenerationConfig.field_names()}
                 state.cancelled_user = None
-                say(f"loaded {_count(len(saved.pairs), 'exchange')} and their settings from {arg}"
+                say(f"loaded {_count(len(saved.pairs), noun())} and their settings from {arg} ({state.mode} mode"
+                    + (", context kept" if getattr(conv, "keep_context", False) else "") + ")"
                     + (f" ({saved.dropped} of them out of the context, as when saved)" if saved.dropped else ""))
         elif cmd == "/stats":
             st = state.last_stats
             if st is not None:
-                say(f"last reply: {_count(st.new_tokens, 'token')}, "
+                what = "continuation" if state.mode == "complete" else "reply"
+                say(f"last {what}: {_count(st.new_tokens, 'token')}, "
                     f"first token {st.time_to_first_token_s * 1000:.0f} ms, "
                     f"{st.tokens_per_s:.1f} tok/s" + (f", seed {st.seed}" if st.seed is not None else ""))
-            say(f"context: {conv.context_used}/{conv.block_size} tokens, {_count(len(conv.turns), 'exchange')}, "
-                f"{conv.dropped_turns} dropped to make room")
+            if state.mode == "complete" and not getattr(conv, "keep_context", False):
+                say(f"{_count(len(conv.turns), 'line')} continued; each stands alone (/context on keeps them)")
+            else:
+                say(f"context: {conv.context_used}/{conv.block_size} tokens, {_count(len(conv.turns), noun())}, "
+                    f"{conv.dropped_turns} dropped to make room")
+        elif cmd == "/mode":
+            if not arg:
+                say(f"{state.mode} mode — {MODE_HELP[state.mode]}" + (f" ({reason[0]})" if reason[0] else ""))
+            elif arg.lower() not in MODES:
+                say("usage: /mode chat   or   /mode complete")
+            elif arg.lower() == state.mode:
+                say(f"already in {state.mode} mode")
+            elif sessions[arg.lower()] is None:
+                say(f"Error: {arg.lower()} mode is not available here")
+            else:
+                switch(arg.lower())
+                reason[0] = "switched with /mode"
+                say(f"{state.mode} mode — {MODE_HELP[state.mode]}")
+        elif cmd == "/context":
+            if state.mode != "complete":
+                say("/context is for complete mode; a chat always keeps its conversation (/clear forgets it)")
+            elif arg.lower() not in ("on", "off", ""):
+                say("usage: /context on   or   /context off")
+            else:
+                if arg:
+                    conv.keep_context = arg.lower() == "on"  # type: ignore[attr-defined]
+                on = getattr(conv, "keep_context", False)
+                say("context on: earlier lines and their continuations come before each new line" if on
+                    else "context off: each line is continued on its own, as one-shot generation")
         else:
             close = get_close_matches(cmd, [*COMMANDS, *COMMAND_ALIASES], n=1)
             say(f"unknown command {cmd}" + (f" — did you mean {close[0]}?" if close else " — /help lists them"))
         return True
 
+    def noun() -> str:
+        return "line" if state.mode == "complete" else "exchange"
+
+    def switch(new_mode: str) -> None:
+        nonlocal conv
+        if state.cancelled_user is not None:
+            conv.discard()
+        conv = sessions[new_mode]  # type: ignore[assignment]
+        state.mode, state.cancelled_user = new_mode, None
+
+    reason = [mode_reason]
     if show_prompt:
-        say("Chat: type a message and press Enter. /help for commands, /exit or Ctrl-D to leave.")
+        say(f"{state.mode.capitalize()} mode" + (f" ({mode_reason})" if mode_reason else "") + ": "
+            + MODE_HELP[state.mode] + ".")
+        say("/help for commands, /exit or Ctrl-D to leave.")
     while True:
         try:
             message = read_message()

@@ -61,6 +61,7 @@ RUN_KEYS: dict[str, str] = {
     "quantize": "none, int8 or int4 (weight-only quantization for Llama-family models).",
     "threads": "CPU threads: a whole number >= 1, or 'auto'.",
     "system": "System text that opens a chat's context.",
+    "mode": "Interactive mode: auto (chat with a chat template, else complete), chat or complete.",
 }
 GENERATION_KEYS: tuple[str, ...] = GenerationConfig.field_names()
 #: Every key a profile may hold → its one-line help.
@@ -70,6 +71,7 @@ ALIASES = KEY_ALIASES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("none", "int8", "int4")
+MODES = ("auto", "chat", "complete")  # --mode: the interactive modes (chat.MODES) and auto
 MAX_THREADS = 1024  # a saved setting must fit any machine; each run checks its own machine's limit too
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -167,6 +169,10 @@ def check_value(key: str, value: Any) -> Any:
         return value.strip()
     if key == "quantize" and value.strip().lower() not in QUANTIZE:
         raise ConfigError(f"unknown quantization {value!r}", hint="use " + " or ".join(QUANTIZE), field=key)
+    if key == "mode":
+        if value.strip().lower() not in MODES:
+            raise ConfigError(f"unknown mode {value!r}", hint="use " + ", ".join(MODES), field=key)
+        return value.strip().lower()
     if key == "dtype" and value.strip().lower() not in DTYPES:
         raise ConfigError(f"unknown dtype {value!r}", hint="use " + ", ".join(DTYPES), field=key)
     if key == "device" and not _DEVICE.match(value.strip().lower()):

@@ -29,7 +29,7 @@ def spawn_chat(tmp_path, *args: str, stdout_to=None):
     """The chat in a pty (stdin and stderr are the terminal); ``stdout_to``: a file stdout is redirected to.
     Every byte the terminal receives is recorded for `screen`."""
     env = {**cli_env(), "LLMBUILDER_HOME": str(tmp_path / "home")}
-    argv = CMD + ["-i", *args]
+    argv = CMD + ["-i", "--mode", "chat", *args]
     if stdout_to is None:
         child = spawn_pty(argv[0], argv[1:], env=env, timeout=90, dimensions=(ROWS, COLS))
     else:
@@ -136,13 +136,13 @@ def test_multi_line_message_tab_completion_set_aliases_and_private_history(tmp_p
 
 
 def test_piped_jsonl_chat_gives_one_object_per_reply(tiny_loaded):
-    p = subprocess.run([*CMD, "-i", "--jsonl", "--greedy", "--max-tokens", "12"],
+    p = subprocess.run([*CMD, "-i", "--mode", "chat", "--jsonl", "--greedy", "--max-tokens", "12"],
                        input="Once upon a time\n/stats\nthe owl\n", capture_output=True, text=True, env=cli_env(),
                        timeout=120)
     assert p.returncode == 0, p.stderr
     records = [json.loads(line) for line in p.stdout.splitlines()]
     assert len(records) == 2 and p.stdout.count("\n") == 2
-    plain = subprocess.run([*CMD, "-i", "--greedy", "--max-tokens", "12"], input="Once upon a time\nthe owl\n",
+    plain = subprocess.run([*CMD, "-i", "--mode", "chat", "--greedy", "--max-tokens", "12"], input="Once upon a time\nthe owl\n",
                            capture_output=True, text=True, env=cli_env(), timeout=120)
     assert "".join(r["text"] + "\n" for r in records) == plain.stdout  # the same replies as the plain chat
     assert [r["user"] for r in records] == ["Once upon a time", "the owl"]

@@ -128,7 +128,8 @@ def test_interactive_with_piped_input_is_a_plain_chat(tiny_loaded):
     from llmbuilder_cli.engine.generate import TextStream
     from llmbuilder_cli.turns import TurnFormat
 
-    p = run(*BASE, "-i", "--greedy", "--max-tokens", "8", stdin="Once upon a time\n/set max_new_tokens 3\nAt noon\n")
+    p = run(*BASE, "-i", "--mode", "chat", "--greedy", "--max-tokens", "8",
+            stdin="Once upon a time\n/set max_new_tokens 3\nAt noon\n")
     assert p.returncode == 0, p.stderr
     fmt = TurnFormat()
     ids = tiny_loaded.tokenizer.encode(fmt.user_text("Once upon a time"))

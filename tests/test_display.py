@@ -161,7 +161,7 @@ def test_ctrl_c_in_the_live_display_keeps_text_and_exits_130(tmp_path):
 
 
 def test_chat_replies_use_the_live_panel(tmp_path):
-    child = spawn_pty(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--seed", "5",
+    child = spawn_pty(sys.executable, ["-m", "llmbuilder_cli", "generate", "text", "-i", "--mode", "chat", "--seed", "5",
                                            "--max-tokens", "120", "--ignore-eos"],
                           env=_terminal_env(tmp_path), encoding="utf-8", timeout=120, dimensions=(ROWS, COLS))
     child.logfile_read = io.StringIO()

@@ -34,8 +34,8 @@ def test_ctrl_c_stops_generation_keeps_text_and_exits_130():
 
 
 def test_chat_in_a_terminal(tmp_path):
-    child = spawn("-i", "--greedy", "--max-tokens", "12")
-    child.expect("Chat: type a message")
+    child = spawn("-i", "--mode", "chat", "--greedy", "--max-tokens", "12")
+    child.expect(r"Chat mode \(as asked; no chat template\): type a message")
     child.expect(">>>")
     child.sendline("Once upon a time")
     child.expect(r"\[\d+ tokens · finish: \w+ .*\[context (\d+)/128\]")
@@ -70,7 +70,7 @@ def test_chat_in_a_terminal(tmp_path):
 
 
 def test_chat_ctrl_c_mid_reply_then_another_turn():
-    child = spawn("-i", "--max-tokens", "1000000", "--ignore-eos", "--seed", "1")
+    child = spawn("-i", "--mode", "chat", "--max-tokens", "1000000", "--ignore-eos", "--seed", "1")
     child.expect(">>>")
     child.sendline("Once upon a time")
     time.sleep(1.5)  # the line editor has handed the terminal back; the long reply is streaming
@@ -91,7 +91,7 @@ def test_chat_ctrl_c_mid_reply_then_another_turn():
 
 def test_chat_line_editor_keeps_history_and_completes_commands(tmp_path):
     env = {**cli_env(), "LLMBUILDER_HOME": str(tmp_path)}
-    child = spawn_pty(BASE[0], BASE[1:] + ["-i", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
+    child = spawn_pty(BASE[0], BASE[1:] + ["-i", "--mode", "chat", "--greedy", "--max-tokens", "3"], env=env, encoding="utf-8",
                           timeout=60, dimensions=(40, 120))
     child.expect(">>>")
     child.send("/hel\t")  # Tab completes /help (asynchronously: give it a moment)

@@ -34,6 +34,7 @@ __all__ = [
     "complete_device",
     "complete_dtype",
     "complete_chat_template",
+    "complete_mode",
     "complete_profile",
     "complete_setting_key",
     "complete_setting_value",
@@ -82,6 +83,9 @@ _DTYPE_HELP = {
 }
 QUANTIZE: Candidates = [("none", "weights as stored (in --dtype)"), ("int8", "weight-only int8 (Llama family)"),
                         ("int4", "weight-only 4-bit, groups of 32 (Llama family, CPU)")]
+_MODE_HELP = {"auto": "chat when the model has a chat template, else complete",
+              "chat": "a conversation: messages and replies",
+              "complete": "each line continued as a prompt (llmbuilder's interactive mode)"}
 _TEMPLATE_WORDS: Candidates = [
     ("auto", "the model's chat template, else plain User:/Assistant: turns"),
     ("none", "always plain User:/Assistant: turns"),
@@ -154,6 +158,13 @@ def complete_quantize(incomplete: str) -> Candidates:
     return _matching(QUANTIZE, incomplete)
 
 
+def complete_mode(incomplete: str) -> Candidates:
+    """``--mode``: auto, chat, complete (the names settings.py accepts)."""
+    from ..settings import MODES
+
+    return _matching([(name, _MODE_HELP.get(name, "")) for name in MODES], incomplete)
+
+
 def complete_chat_template(incomplete: str) -> Candidates:
     """``--chat-template``: auto, none, or a Jinja template file."""
     return _words_or_files(_TEMPLATE_WORDS, incomplete)
@@ -196,6 +207,8 @@ def complete_setting_value(ctx: typer.Context, incomplete: str) -> Candidates:
         return complete_dtype(incomplete)
     if key == "quantize":
         return complete_quantize(incomplete)
+    if key == "mode":
+        return complete_mode(incomplete)
     if key == "model":
         return complete_model(incomplete)
     if key in ("do_sample", "ignore_eos"):

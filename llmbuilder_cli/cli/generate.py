@@ -21,6 +21,7 @@ from .completion import (
     complete_chat_template,
     complete_device,
     complete_dtype,
+    complete_mode,
     complete_model,
     complete_profile,
     complete_quantize,
@@ -58,9 +59,10 @@ def _model_label(model: str | None, loaded) -> str:
     return demo.DEMO_NAME if demo.is_demo_request(model) else f"{path.parent.name}/{path.name}"
 
 
-def live_render(stream, label: str, block: int, *, echo: bool) -> "tuple[StreamChunk | None, bool]":
-    """Stream into the live display → (last chunk, whether Ctrl-C cancelled it). The text ends without a
-    newline; the caller finishes the line."""
+def live_render(stream, label: str, block: int, *, echo: "bool | str") -> "tuple[StreamChunk | None, bool]":
+    """Stream into the live display → (last chunk, whether Ctrl-C cancelled it). ``echo``: True shows the
+    stream's prompt text first, a string shows that text. The text ends without a newline; the caller
+    finishes the line."""
     from rich.console import Console
 
     from .display import LiveView, PanelInfo
@@ -72,7 +74,7 @@ def live_render(stream, label: str, block: int, *, echo: bool) -> "tuple[StreamC
     with LiveView(Console(file=sys.stdout), info) as view:
         try:
             if echo:
-                view.feed(stream.prompt_text, style="bold")
+                view.feed(stream.prompt_text if echo is True else echo, style="bold")
             for chunk in stream:
                 view.feed(chunk.text)
                 view.tick(len(stream.token_ids), stream.context_used)
@@ -334,10 +336,22 @@ def text_command(
         typer.Option(
             "--interactive",
             "-i",
-            help="Multi-turn chat: each line is a message; replies build a running context (/help inside).",
+            help="Interactive: each line is continued as a prompt (complete mode, as llmbuilder does) or answered "
+            "as a chat message (chat mode, with a running context); see --mode. /help inside.",
             rich_help_panel=P_MODES,
         ),
     ] = False,
+    mode: Annotated[
+        Optional[str],
+        typer.Option(
+            "--mode",
+            help="For --interactive: auto (chat when the model has a chat template or --system is given, else "
+            "complete), chat, or complete (each line continued as a prompt, exactly like -p LINE).",
+            show_default="auto",
+            rich_help_panel=P_MODES,
+            autocompletion=complete_mode,
+        ),
+    ] = None,
     system: Annotated[
         Optional[str],
         typer.Option("--system", help="System text that opens the chat's context (with --interactive).",
@@ -398,6 +412,7 @@ def text_command(
         "quantize": quantize,
         "threads": threads,
         "system": system,
+        "mode": mode,
         "max_new_tokens": max_tokens,
         "min_new_tokens": min_tokens,
         "temperature": temperature,
@@ -419,6 +434,8 @@ def text_command(
         raise UsageError("--interactive and --prompt cannot be combined", hint="choose one of them")
     if system is not None and not (interactive or chat):
         raise UsageError("--system is for the chat", hint="add --chat or --interactive, or put the text in --prompt")
+    if mode is not None and not interactive:
+        raise UsageError("--mode is for --interactive", hint="add --interactive, or leave out --mode")
     if chat_template is not None and not (interactive or chat):
         raise UsageError("--chat-template is for chat", hint="add --chat or --interactive")
     if as_json and as_jsonl:
@@ -444,6 +461,9 @@ def text_command(
     quantize = resolved.values.get("quantize", "none")
     threads = resolved.values.get("threads")
     system = resolved.values.get("system") if (interactive or chat) else None
+    mode = resolved.values.get("mode") or "auto"
+    if mode == "complete" and "system" not in flags:
+        system = None  # a profile's system text is for its chats; complete mode has none
     chat_prompt = None
     if chat and not interactive:
         from .machine import ChatPrompt
@@ -500,12 +520,12 @@ def text_command(
             label = _model_label(model, loaded)
             block = loaded.block_size
 
-            def render(stream):  # each reply in the live panel, as one-shot generation
-                return live_render(stream, label, block, echo=False)
+            def render(stream, echo=""):  # each reply in the live panel, as one-shot generation
+                return live_render(stream, label, block, echo=echo)
 
         return api.interactive_cli(
             loaded, config=config, system=system or "", render_reply=render, sources=_chat_sources(resolved),
-            chat_template=chat_template or "auto", jsonl=as_jsonl,
+            chat_template=chat_template or "auto", jsonl=as_jsonl, mode=mode,
         )
     if specs is not None:
         from .machine import run_batch

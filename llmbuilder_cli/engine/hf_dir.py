@@ -15,6 +15,7 @@ reader produces the same config keys and tensor names.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "inspect_hf_dir",
     "model_config",
     "validate_shapes",
+    "check_tensor_count",
     "build_model",
     "eos_token_ids",
     "generation_defaults",
@@ -94,6 +96,8 @@ def model_config(hf_config: Mapping[str, Any], source: str = "config.json") -> M
     archs = hf_config.get("architectures") or []
     archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
     mt = hf_config.get("model_type")
+    if not isinstance(mt, str):
+        mt = None if mt is None else repr(mt)
     if mt is None:
         mt = next((_ARCHITECTURES[a] for a in archs if a in _ARCHITECTURES), None)
     if mt not in SUPPORTED:
@@ -123,11 +127,26 @@ def _canonical(name: str, config: ModelConfig) -> str | None:
     return name if name.startswith(("model.", "lm_head.")) else "model." + name
 
 
+def check_tensor_count(config: ModelConfig, found: int, source: str) -> None:
+    """Refuse a config that implies more tensors than the weights hold, before anything is built per layer
+    (a config declaring ten million layers would otherwise take gigabytes just to list their names)."""
+    one = len(dataclasses.replace(config, n_layer=1).tensor_shapes())
+    per_layer = one - len(dataclasses.replace(config, n_layer=0).tensor_shapes())
+    needed = one + (config.n_layer - 1) * per_layer
+    if needed > found:
+        raise ModelLoadError(
+            f"{source}: {config.n_layer} layers declared ({needed} tensors), but the weights hold only {found} "
+            "tensors",
+            hint="the config does not belong to these weights, or the file is damaged; download it again",
+        )
+
+
 def validate_shapes(config: ModelConfig, found: Mapping[str, tuple[int, ...]], source: str) -> dict[str, str]:
     """Check stored tensor names and shapes against the config → {transformers name: stored name}.
 
     Raises ModelLoadError naming the missing, unexpected or misshapen tensors.
     """
+    check_tensor_count(config, len(found), source)
     expected = config.tensor_shapes()
     names: dict[str, str] = {}
     unexpected = []

@@ -365,13 +365,26 @@ def _flip_bits_in(data: bytearray, rng: random.Random, start: int, end: int) -> 
 
 
 def _mutate_pickle(data: bytearray, rng: random.Random) -> str:
-    """Flip bits inside the archive's data.pkl (the zip's CRC is left as it was)."""
+    """Flip bits inside the archive's data.pkl and write the archive again with correct CRCs, so the
+    damaged pickle reaches the unpickler (half of the time the CRC is left stale instead)."""
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
-        info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
-    h = info.header_offset
-    n, m = struct.unpack_from("<HH", data, h + 26)
-    start = h + 30 + n + m
-    return "data.pkl: " + _flip_bits_in(data, rng, start, start + info.compress_size)
+        members = [(info, z.read(info)) for info in z.infolist()]
+    pkl = next(i for i, (info, _) in enumerate(members) if info.filename.endswith("data.pkl"))
+    body = bytearray(members[pkl][1])
+    what = _flip_bits_in(body, rng, 0, len(body))
+    if rng.random() < 0.5:
+        info = members[pkl][0]
+        h = info.header_offset
+        n, m = struct.unpack_from("<HH", data, h + 26)
+        data[h + 30 + n + m : h + 30 + n + m + len(body)] = body
+        return f"data.pkl: {what}, CRC left stale"
+    members[pkl] = (members[pkl][0], bytes(body))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for info, body_bytes in members:
+            z.writestr(info, body_bytes)
+    data[:] = out.getvalue()
+    return f"data.pkl: {what}, CRC updated"
 
 
 # ------------------------------------------------------------------------------------------------ running

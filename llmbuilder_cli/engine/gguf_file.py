@@ -45,7 +45,6 @@ from .gguf_header import (
 from .gguf_quants import _read_tensor, dequantize
 from .gguf_state import Entry, GGUFState
 from .gguf_tokenizer import _build_tokenizer
-from .hf_dir import check_tensor_count, model_config
 from .tokenizer import is_panic
 
 __all__ = [
@@ -376,7 +375,10 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
                 hint=_CORRUPT_HINT,
             )
         plan.append((info, hf))
-    check_tensor_count(model_config(config, name), len(plan), name)
+    layers = {int(m.group(1)) for t in header.tensors if (m := re.match(r"blk\.(\d+)\.", t))}
+    if n_layers > len(layers):  # before any per-layer list is built: 10^8 declared layers would take GBs
+        raise ModelLoadError(f"{name}: {n_layers} layers declared, but the file holds tensors of only "
+                             f"{len(layers)}", hint=_CORRUPT_HINT)
     _check_complete(config, arch, {hf for _, hf in plan}, name)
     try:
         tokenizer, adds_bos = _build_tokenizer(meta, name)

@@ -15,11 +15,11 @@ reader produces the same config keys and tensor names.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import torch
 
@@ -36,7 +36,7 @@ __all__ = [
     "inspect_hf_dir",
     "model_config",
     "validate_shapes",
-    "check_tensor_count",
+    "check_layer_count",
     "build_model",
     "eos_token_ids",
     "generation_defaults",
@@ -127,16 +127,16 @@ def _canonical(name: str, config: ModelConfig) -> str | None:
     return name if name.startswith(("model.", "lm_head.")) else "model." + name
 
 
-def check_tensor_count(config: ModelConfig, found: int, source: str) -> None:
-    """Refuse a config that implies more tensors than the weights hold, before anything is built per layer
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+
+
+def check_layer_count(config: ModelConfig, stored: Iterable[str], source: str) -> None:
+    """Refuse a config that declares more layers than the weights hold, before anything is built per layer
     (a config declaring ten million layers would otherwise take gigabytes just to list their names)."""
-    one = len(dataclasses.replace(config, n_layer=1).tensor_shapes())
-    per_layer = one - len(dataclasses.replace(config, n_layer=0).tensor_shapes())
-    needed = one + (config.n_layer - 1) * per_layer
-    if needed > found:
+    layers = {m.group(1) for name in stored if (m := _LAYER_INDEX.search(name))}
+    if config.n_layer > len(layers):
         raise ModelLoadError(
-            f"{source}: {config.n_layer} layers declared ({needed} tensors), but the weights hold only {found} "
-            "tensors",
+            f"{source}: {config.n_layer} layers declared, but the weights hold tensors of only {len(layers)}",
             hint="the config does not belong to these weights, or the file is damaged; download it again",
         )
 
@@ -146,7 +146,7 @@ def validate_shapes(config: ModelConfig, found: Mapping[str, tuple[int, ...]], s
 
     Raises ModelLoadError naming the missing, unexpected or misshapen tensors.
     """
-    check_tensor_count(config, len(found), source)
+    check_layer_count(config, found, source)
     expected = config.tensor_shapes()
     names: dict[str, str] = {}
     unexpected = []

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ModelLoadError, OutOfMemoryError
 
-__all__ = ["available_memory", "check_memory", "check_finite", "human_bytes"]
+__all__ = ["available_memory", "check_memory", "check_cache", "check_finite", "human_bytes"]
 
 
 def human_bytes(n: float) -> str:
@@ -87,3 +87,15 @@ def check_finite(tensor: Any, name: str, source: str) -> None:
         bad = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
         raise ModelLoadError(f"{source}: weight {name!r} holds {bad} values",
                              hint="the file is damaged; download or export it again")
+
+
+def check_cache(shape: tuple[int, ...], dtype: Any) -> None:
+    """Refuse a key/value cache (keys and values, each of ``shape``) that does not fit in memory: its
+    length follows the prompt and --max-tokens up to the model's context, which a file may declare huge."""
+    import math
+
+    import torch
+
+    needed = 2 * math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    check_memory(needed, f"the key/value cache for {shape[-2]:,} positions",
+                 hint="use a smaller --max-tokens or a shorter prompt")

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, make_linear, quantize_blocks
+from ..limits import check_cache
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
 
@@ -423,6 +424,7 @@ class KVCache:
     def __init__(self, n_layer: int, n_kv_head: int, head_dim: int, max_len: int, batch: int = 1, *,
                  dtype: torch.dtype, device: torch.device) -> None:
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        check_cache(shape, dtype)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer: (B, KVH, S, D) views

@@ -18,8 +18,12 @@ only ever produce NaN scores).
 from __future__ import annotations
 
 import os
-import resource
 from typing import Any
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows has no resource module (nor ulimit -v)
+    resource = None  # type: ignore[assignment]
 
 from ..errors import ModelLoadError, OutOfMemoryError
 
@@ -62,10 +66,11 @@ def available_memory() -> int | None:
     info = _meminfo()
     if "MemAvailable" in info:
         limits.append(info["MemAvailable"] + info.get("SwapFree", 0))
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    used = _address_space_used()
-    if soft != resource.RLIM_INFINITY and used is not None:
-        limits.append(max(0, soft - used))
+    if resource is not None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        used = _address_space_used()
+        if soft != resource.RLIM_INFINITY and used is not None:
+            limits.append(max(0, soft - used))
     return min(limits) if limits else None
 
 

@@ -5,7 +5,9 @@
   a bare ``state_dict``. A run directory may be given instead of a file. Every file is read with
   ``torch.load(weights_only=True, map_location="cpu")`` (GPU-saved files load on CPU-only machines).
   Variants llmbuilder cannot run either (unmerged LoRA weights, fine-tune checkpoints, int8 exports,
-  checkpoints without a head count) get a `ModelLoadError` that names what is missing.
+  checkpoints without a head count) get a `ModelLoadError` that names what is missing. Before torch reads
+  a zip checkpoint, its members' declared sizes are checked (no zip bombs, and they must fit in memory)
+  and their CRC-32s verified; weights holding NaN or infinity are refused (``engine/limits.py``).
 * **Hugging Face directory**: a directory with a ``config.json`` naming a model type, safetensors weights
   and a ``tokenizer.json`` (see ``engine/hf_dir.py``).
 * **GGUF**: a ``.gguf`` file (or any file starting with the GGUF magic), weights dequantized as the

@@ -12,6 +12,9 @@ does for them (an explicit ``add_bos_token`` in ``tokenizer_config.json``, else 
 post-processor); GGUF files say it themselves. ``chat_template`` and ``special_tokens`` (``bos_token`` /
 ``eos_token`` strings) are kept for rendering chat templates.
 
+Whatever the tokenizer libraries raise while reading or running a tokenizer, a Rust panic from
+``tokenizers`` included (a ``BaseException``: a hostile regex can cause one), becomes a `TokenizerError`.
+
 `StreamDecoder` turns a growing id list into text pieces without re-decoding everything: it decodes a
 short window of ids twice (with and without the newest ids) and emits the difference, holding text back
 while it ends in U+FFFD (half a UTF-8 character). Starting the window inside the prompt keeps the first

@@ -63,6 +63,9 @@ class Tokenizer(Protocol):
     def id_to_token(self, token_id: int) -> str: ...  # the raw piece/token string, for display
 
 
+_HOSTILE_HINT = "the tokenizer file is damaged or hostile; use the model's original tokenizer"
+
+
 def is_panic(exc: BaseException) -> bool:
     """Whether ``exc`` is a Rust panic surfaced by ``tokenizers`` (pyo3's PanicException derives from
     BaseException, so ``except Exception`` misses it)."""
@@ -79,13 +82,12 @@ def tokenizer_errors(path: Any, doing: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise TokenizerError(f"the tokenizer {path} failed while {doing}: {_first_line(exc)}",
-                             hint="the tokenizer file is damaged or hostile; use the model's original tokenizer") from None
+                             hint=_HOSTILE_HINT) from None
     except BaseException as exc:
         if not is_panic(exc):
             raise
         raise TokenizerError(f"the tokenizer {path} crashed while {doing} (the tokenizer library panicked: "
-                             f"{_first_line(exc)[:200]})",
-                             hint="the tokenizer file is damaged or hostile; use the model's original tokenizer") from None
+                             f"{_first_line(exc)[:200]})", hint=_HOSTILE_HINT) from None
 
 
 @contextmanager

@@ -26,6 +26,7 @@ __all__ = [
     "ModelLoadError",
     "TokenizerError",
     "GenerationError",
+    "OutOfMemoryError",
 ]
 
 EXIT_OK = 0
@@ -84,5 +85,12 @@ class TokenizerError(LLMBuilderError):
 
 class GenerationError(LLMBuilderError):
     """Generation failed while running (device errors, out of memory)."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class OutOfMemoryError(LLMBuilderError):
+    """What a model (or a file inside it) needs exceeds the memory this process may use; refused before
+    allocating it."""
 
     exit_code = EXIT_RUNTIME

@@ -21,7 +21,7 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from .._version import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
+from ..errors import EXIT_INTERRUPTED, EXIT_LOAD, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
 from .completion import complete_profile
 from .config_cmd import config_app
 from .doctor import doctor_command
@@ -137,7 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except Exception as exc:  # Click usage errors and anything unexpected
+    except BaseException as exc:  # Click usage errors, a native library's panic, and anything unexpected
+        if not isinstance(exc, Exception):
+            if type(exc).__name__ != "PanicException":  # SystemExit and the like pass through
+                raise
+            # A Rust library (tokenizers) panicked on what a file gave it: a tokenizer error, exit 3.
+            detail = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
+            _error(f"the tokenizer library crashed ({detail}) — the tokenizer file is damaged or hostile; "
+                   "use the model's original tokenizer")
+            return EXIT_LOAD
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click's ClickException family
             message = exc.format_message().replace("\n", " ")
             ctx = getattr(exc, "ctx", None)

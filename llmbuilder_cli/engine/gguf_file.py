@@ -45,6 +45,7 @@ from .gguf_header import (
 from .gguf_quants import _read_tensor, dequantize
 from .gguf_state import Entry, GGUFState
 from .gguf_tokenizer import _build_tokenizer
+from .tokenizer import is_panic
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -374,12 +375,18 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
                 hint=_CORRUPT_HINT,
             )
         plan.append((info, hf))
+    layers = {int(m.group(1)) for t in header.tensors if (m := re.match(r"blk\.(\d+)\.", t))}
+    if n_layers > len(layers):  # before any per-layer list is built: 10^8 declared layers would take GBs
+        raise ModelLoadError(f"{name}: {n_layers} layers declared, but the file holds tensors of only "
+                             f"{len(layers)}", hint=_CORRUPT_HINT)
     _check_complete(config, arch, {hf for _, hf in plan}, name)
     try:
         tokenizer, adds_bos = _build_tokenizer(meta, name)
     except (ModelLoadError, TokenizerError):
         raise
-    except Exception as exc:  # tokenizers raises plain Exceptions for inconsistent vocabularies
+    except BaseException as exc:  # tokenizers raises plain Exceptions for inconsistent vocabularies, or panics
+        if not isinstance(exc, Exception) and not is_panic(exc):
+            raise
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TokenizerError(f"{name}: cannot rebuild the tokenizer: {text}", hint=_CORRUPT_HINT) from None
 
@@ -397,8 +404,9 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
     state = GGUFState(path, entries, dtype=dtype, device=device)
 
     tokens = meta["tokenizer.ggml.tokens"]
-    ids = {k: meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "eot", "eom", "unknown", "padding")}
-    ids = {k: int(v) for k, v in ids.items() if v is not None and 0 <= int(v) < len(tokens)}
+    ids = {k: _token_id(meta, f"tokenizer.ggml.{k}_token_id", name)
+           for k in ("bos", "eos", "eot", "eom", "unknown", "padding")}
+    ids = {k: v for k, v in ids.items() if v is not None and 0 <= v < len(tokens)}
     eos_ids = tuple(dict.fromkeys(ids[k] for k in ("eos", "eot", "eom") if k in ids))
     special = {
         f"{label}_token": tokens[ids[k]]
@@ -419,6 +427,16 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
         quantization=_summary(t.type_id for t, _ in plan),
         metadata=_small_metadata(header),
     )
+
+
+def _token_id(meta: dict, key: str, file: str) -> int | None:
+    """A special token id from the metadata: a whole number, or absent."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ModelLoadError(f"{file}: {key} must be a whole number (got {str(value)[:40]!r})", hint=_CORRUPT_HINT)
+    return int(value)
 
 
 def _check_complete(config: dict, arch: str, names: set[str], file: str) -> None:

@@ -268,4 +268,7 @@ def _parse_header(path: Path, mm: Any, size: int) -> GGUFHeader:
         elif data_start + offset > size:
             raise _Corrupt(f"tensor {name!r} starts past the end of the file")
         tensors[name] = GGUFTensorInfo(name, tuple(reversed(dims)), type_id, data_start + offset, nbytes)
+    total = sum(t.nbytes for t in tensors.values() if t.nbytes > 0)
+    if total > size - data_start:  # tensors may not share bytes: together they must fit in the file
+        raise _Corrupt(f"its tensors declare {total} bytes but the file holds only {size - data_start} bytes of data")
     return GGUFHeader(path=path, version=version, metadata=metadata, tensors=tensors, file_size=size)

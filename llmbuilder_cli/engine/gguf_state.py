@@ -25,6 +25,7 @@ import torch
 from ..errors import ModelLoadError
 from .gguf_header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
 from .gguf_quants import _few_threads, dequantize
+from .limits import check_finite
 from .weights_io import stack_rows
 
 __all__ = ["BLOCK_ELEMENTS", "Entry", "GGUFState", "unpermute_rows"]
@@ -79,6 +80,7 @@ class GGUFState(Mapping[str, torch.Tensor]):
         entry = self._entries[key]
         out = torch.empty(entry.shape, dtype=self.dtype, device=self.device)
         self._read_into(entry, out)
+        check_finite(out, entry.info.name, self.path.name)
         return out
 
     def __iter__(self) -> Iterator[str]:
@@ -103,8 +105,11 @@ class GGUFState(Mapping[str, torch.Tensor]):
 
     def stacked(self, keys: list[str]) -> torch.Tensor:
         """The tensors ``keys`` concatenated along their first dimension, each read in place."""
-        return stack_rows(keys, [self._entries[k].shape for k in keys],
-                          lambda key, rows: self._read_into(self._entries[key], rows), dtype=self.dtype,
+        def read_into(key: str, rows: torch.Tensor) -> None:
+            self._read_into(self._entries[key], rows)
+            check_finite(rows, self._entries[key].info.name, self.path.name)
+
+        return stack_rows(keys, [self._entries[k].shape for k in keys], read_into, dtype=self.dtype,
                           device=self.device)
 
     def row_blocks(self, key: str, max_elements: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
@@ -115,7 +120,9 @@ class GGUFState(Mapping[str, torch.Tensor]):
             raise ValueError(f"{key!r} cannot be read by rows: shape {entry.shape}, layout {entry.layout}")
         with open(self.path, "rb") as f, _few_threads():
             for r0, block in self._blocks(f, entry, max_elements or BLOCK_ELEMENTS):
-                yield r0, block.float()
+                block = block.float()
+                check_finite(block, entry.info.name, self.path.name)
+                yield r0, block
 
     # ----------------------------------------------------------------------------------------- reading
     def _read_into(self, entry: Entry, out: torch.Tensor) -> None:

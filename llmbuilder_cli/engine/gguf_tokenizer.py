@@ -40,6 +40,8 @@ _PRE: dict[str, tuple[str, bool]] = {
 }
 _PRE_ADDS_BOS = {"llama3", "llama-v3", "llama-bpe"}  # llama.cpp adds BOS for these when the file is silent
 _CONTROL, _USER_DEFINED, _BYTE = 3, 4, 6
+#: Characters the SentencePiece merge search may examine (a 49k vocabulary takes ~1% of it).
+_MAX_SPLIT_WORK = 200_000_000
 _SPACE = "\u2581"  # SentencePiece's visible space
 
 
@@ -138,11 +140,23 @@ def _sentencepiece_bpe(meta: dict, tokens: list[str], types: list[int], name: st
     vocab: dict[str, int] = {}
     for i, t in enumerate(tokens):
         vocab.setdefault(t, i)
-    ranked = []
+    # A split can only be into two vocabulary pieces, so only cuts at lengths some piece has are tried:
+    # linear in a token's length for real vocabularies (a few dozen distinct lengths), where trying every
+    # cut is quadratic (a 600,000-character token took minutes). What remains is bounded as well.
+    lengths = sorted({len(t) for t in vocab})
+    vocab_lengths = set(lengths)
+    ranked, work = [], 0
     for i, (t, kind) in enumerate(zip(tokens, types)):
         if kind != 1 or len(t) < 2:
             continue
-        for cut in range(1, len(t)):
+        n = len(t)
+        cuts = [c for c in lengths if c < n and (n - c) in vocab_lengths] if n > 64 else range(1, n)
+        work += len(cuts) * n
+        if work > _MAX_SPLIT_WORK:
+            raise TokenizerError(
+                f"{name}: its vocabulary is too costly to rebuild (token {i} has {n} characters; the pieces "
+                f"total {sum(map(len, tokens))} characters)", hint=_CORRUPT_HINT)
+        for cut in cuts:
             left, right = t[:cut], t[cut:]
             if left in vocab and right in vocab:
                 ranked.append((-float(scores[i]), i, cut, left, right))

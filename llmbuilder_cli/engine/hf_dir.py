@@ -16,9 +16,10 @@ reader produces the same config keys and tensor names.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import torch
 
@@ -35,6 +36,7 @@ __all__ = [
     "inspect_hf_dir",
     "model_config",
     "validate_shapes",
+    "check_layer_count",
     "build_model",
     "eos_token_ids",
     "generation_defaults",
@@ -94,6 +96,8 @@ def model_config(hf_config: Mapping[str, Any], source: str = "config.json") -> M
     archs = hf_config.get("architectures") or []
     archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
     mt = hf_config.get("model_type")
+    if not isinstance(mt, str):
+        mt = None if mt is None else repr(mt)
     if mt is None:
         mt = next((_ARCHITECTURES[a] for a in archs if a in _ARCHITECTURES), None)
     if mt not in SUPPORTED:
@@ -123,11 +127,26 @@ def _canonical(name: str, config: ModelConfig) -> str | None:
     return name if name.startswith(("model.", "lm_head.")) else "model." + name
 
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+
+
+def check_layer_count(config: ModelConfig, stored: Iterable[str], source: str) -> None:
+    """Refuse a config that declares more layers than the weights hold, before anything is built per layer
+    (a config declaring ten million layers would otherwise take gigabytes just to list their names)."""
+    layers = {m.group(1) for name in stored if (m := _LAYER_INDEX.search(name))}
+    if config.n_layer > len(layers):
+        raise ModelLoadError(
+            f"{source}: {config.n_layer} layers declared, but the weights hold tensors of only {len(layers)}",
+            hint="the config does not belong to these weights, or the file is damaged; download it again",
+        )
+
+
 def validate_shapes(config: ModelConfig, found: Mapping[str, tuple[int, ...]], source: str) -> dict[str, str]:
     """Check stored tensor names and shapes against the config → {transformers name: stored name}.
 
     Raises ModelLoadError naming the missing, unexpected or misshapen tensors.
     """
+    check_layer_count(config, found, source)
     expected = config.tensor_shapes()
     names: dict[str, str] = {}
     unexpected = []

@@ -5,7 +5,9 @@
   a bare ``state_dict``. A run directory may be given instead of a file. Every file is read with
   ``torch.load(weights_only=True, map_location="cpu")`` (GPU-saved files load on CPU-only machines).
   Variants llmbuilder cannot run either (unmerged LoRA weights, fine-tune checkpoints, int8 exports,
-  checkpoints without a head count) get a `ModelLoadError` that names what is missing.
+  checkpoints without a head count) get a `ModelLoadError` that names what is missing. Before torch reads
+  a zip checkpoint, its members' declared sizes are checked (no zip bombs, and they must fit in memory)
+  and their CRC-32s verified; weights holding NaN or infinity are refused (``engine/limits.py``).
 * **Hugging Face directory**: a directory with a ``config.json`` naming a model type, safetensors weights
   and a ``tokenizer.json`` (see ``engine/hf_dir.py``).
 * **GGUF**: a ``.gguf`` file (or any file starting with the GGUF magic), weights dequantized as the
@@ -25,18 +27,21 @@ import hashlib
 import os
 import pickle
 import re
+import struct
 import time
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import ModelLoadError, TokenizerError, UsageError
+from ..errors import ModelLoadError, OutOfMemoryError, TokenizerError, UsageError
 from . import hf_dir
 from .kernels import QUANTIZATIONS, fuses_layers
+from .limits import check_finite, check_memory, human_bytes
 from .models.llama import Llama
 from .models.llmbuilder_gpt import GPTConfig, LLMBuilderGPT
 from .tokenizer import HFTokenizer, Tokenizer, load_tokenizer
@@ -362,8 +367,49 @@ def _sniff(file: Path) -> None:
     )
 
 
+#: A zip member may expand at most this many times its stored size. torch.save stores members
+#: uncompressed (ratio 1); deflate at best reaches ~1000, which only long runs of one byte give.
+MAX_ZIP_RATIO = 100
+
+
+def _check_archive(file: Path) -> None:
+    """Before torch reads a zip checkpoint: every member's declared size must be plausible (no zip bomb),
+    the total must fit in memory, and every member's CRC-32 must match its data (a flipped bit is found
+    here instead of loading silently). Reads the archive once, a block at a time."""
+    try:
+        z = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip archive Python can open (e.g. cut short): torch's reader decides and explains it
+    with z:
+        members = z.infolist()
+        total = 0
+        for info in members:
+            total += info.file_size
+            if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1 << 12):
+                raise ModelLoadError(
+                    f"{file}: member {info.filename!r} declares {human_bytes(info.file_size)} compressed into "
+                    f"{human_bytes(info.compress_size)} (torch.save never compresses: a zip bomb or a damaged "
+                    "archive)", hint=_DAMAGED)
+        check_memory(total, f"{file} (its members declare {human_bytes(total)})")
+        for info in members:
+            try:
+                with z.open(info) as member:  # zipfile checks the CRC-32 when a member is read to its end
+                    while member.read(1 << 20):
+                        pass
+            except zipfile.BadZipFile as exc:
+                what = "its data does not match the CRC-32 checksum" if "CRC" in str(exc) else _first_line(exc)
+                raise ModelLoadError(f"{file} is damaged: member {info.filename!r}: {what}", hint=_DAMAGED) from None
+            except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
+                raise ModelLoadError(f"{file} is damaged: member {info.filename!r}: {_first_line(exc)}",
+                                     hint=_DAMAGED) from None
+
+
 def _torch_load(file: Path) -> Any:
     _sniff(file)
+    with open(file, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if zipped:
+        _check_archive(file)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols; our error says enough
             warnings.simplefilter("ignore")
@@ -384,9 +430,16 @@ def _torch_load(file: Path) -> Any:
                 hint="load only files you trust; re-save just the weights (the state_dict) with torch.save",
             ) from None
         raise ModelLoadError(f"{file} is not a readable PyTorch checkpoint ({_first_line(exc)})", hint=_DAMAGED) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+    except MemoryError:
+        raise OutOfMemoryError(f"{file} needs more memory than is available to load",
+                               hint="free memory, or check that the file is what it claims to be") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError,
+            AttributeError, struct.error, UnicodeDecodeError, OverflowError) as exc:
         text = str(exc)
-        if "central directory" in text or isinstance(exc, EOFError):
+        if not zipped and (isinstance(exc, EOFError) or "more bytes" in text or "truncated" in text
+                           or "Ran out of input" in text):
+            reason = "it is truncated: the end of the file is missing"
+        elif "central directory" in text or isinstance(exc, EOFError):
             reason = "it is truncated: the end of the archive is missing"
         elif "not in a subdirectory" in text or "archive/data.pkl" in text or "data.pkl" in text:
             reason = "a zip archive, but not one written by torch.save"
@@ -597,6 +650,7 @@ def _validated_state(state: dict[str, torch.Tensor], cfg: GPTConfig, file: Path)
                 hint="the checkpoint is damaged or its configuration is wrong",
             )
         out[k] = t.to(torch.float32)
+        check_finite(out[k], k, str(file))
     if "lm_head.weight" not in out:  # tied head: reuse the embedding
         out["lm_head.weight"] = out["token_embedding.weight"]
     return out
@@ -671,6 +725,15 @@ def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: 
     return model, tokenizer, ModelInfo.for_file(file, config, fmt, stored_dtype), {}
 
 
+def _check_fits(config: Any, dtype: torch.dtype, quantize: str | None, source: Path) -> None:
+    """Refuse a model whose weights, in the dtype (or quantization) they will run in, exceed the memory
+    available, before any of them is read."""
+    per_parameter = {"int8": 1.0, "int4": 0.5}.get(quantize or "", torch.empty((), dtype=dtype).element_size())
+    needed = int(config.num_parameters * per_parameter)
+    check_memory(needed, f"{source.name} ({config.num_parameters:,} parameters as "
+                         f"{quantize or str(dtype).replace('torch.', '')})")
+
+
 def _build_hf_dir_model(d: hf_dir.HFDir, dtype: torch.dtype, device: torch.device, quantize: str | None) -> Any:
     """Build the model of an inspected directory, its tensors read one at a time as the builder takes
     them (``engine/weights_io.py``): memory-mapped when every tensor is kept as stored (float32 on CPU,
@@ -696,6 +759,7 @@ def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: tor
     _check_vocab(tokenizer, d.config)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, d.config.num_parameters))
+    _check_fits(d.config, dtype, quantize, directory)
     model = _build_hf_dir_model(d, dtype, dev, quantize)
     return model, tokenizer, ModelInfo.for_hf_dir(d), hf_dir.generation_defaults(d.generation_config)
 
@@ -729,6 +793,7 @@ def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.
     _check_vocab(tokenizer, config)
     if threads is not None:
         torch.set_num_threads(choose_threads(threads, config.num_parameters))
+    _check_fits(config, dtype, quantize, file)
     # Each tensor is read and dequantized when the builder takes it (fused in place, or quantized block by
     # block), so the peak stays near the built model's own weights.
     model = _build_hf_model(config, g.state_dict.renamed(names, device=dev), quantize)

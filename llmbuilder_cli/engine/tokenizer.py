@@ -12,6 +12,9 @@ does for them (an explicit ``add_bos_token`` in ``tokenizer_config.json``, else 
 post-processor); GGUF files say it themselves. ``chat_template`` and ``special_tokens`` (``bos_token`` /
 ``eos_token`` strings) are kept for rendering chat templates.
 
+Whatever the tokenizer libraries raise while reading or running a tokenizer, a Rust panic from
+``tokenizers`` included (a ``BaseException``: a hostile regex can cause one), becomes a `TokenizerError`.
+
 `StreamDecoder` turns a growing id list into text pieces without re-decoding everything: it decodes a
 short window of ids twice (with and without the newest ids) and emits the difference, holding text back
 while it ends in U+FFFD (half a UTF-8 character). Starting the window inside the prompt keeps the first
@@ -21,8 +24,12 @@ word's leading space. The pieces join to the continuation part of ``decode(promp
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from ..errors import TokenizerError, UsageError
 
@@ -54,6 +61,60 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
     def id_to_token(self, token_id: int) -> str: ...  # the raw piece/token string, for display
+
+
+_HOSTILE_HINT = "the tokenizer file is damaged or hostile; use the model's original tokenizer"
+
+
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic surfaced by ``tokenizers`` (pyo3's PanicException derives from
+    BaseException, so ``except Exception`` misses it)."""
+    return type(exc).__name__ == "PanicException"
+
+
+@contextmanager
+def tokenizer_errors(path: Any, doing: str) -> Iterator[None]:
+    """Turn what a tokenizer library raises while ``doing`` something (a Rust panic included: a hostile
+    ``tokenizer.json`` regex can trigger one) into a one-line `TokenizerError`."""
+    try:
+        yield
+    except (TokenizerError, UsageError):
+        raise
+    except Exception as exc:
+        raise TokenizerError(f"the tokenizer {path} failed while {doing}: {_first_line(exc)}",
+                             hint=_HOSTILE_HINT) from None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise TokenizerError(f"the tokenizer {path} crashed while {doing} (the tokenizer library panicked: "
+                             f"{_first_line(exc)[:200]})", hint=_HOSTILE_HINT) from None
+
+
+@contextmanager
+def native_stderr_held() -> Iterator[None]:
+    """Hold what native code writes to stderr (file descriptor 2) while the block runs: a Rust panic prints
+    its own report there before Python sees the exception. Released as written when the block ends
+    normally or with an ordinary exception; dropped after a panic (whose one-line error says it all)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to hold
+        yield
+        return
+    panicked = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException as exc:
+            panicked = is_panic(exc)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not panicked and held.tell():
+                held.seek(0)
+                os.write(2, held.read())
 
 
 def checked_text(text: str) -> str:
@@ -93,13 +154,17 @@ class SentencePieceTokenizer:
         self.special_tokens: dict[str, str] = {}
 
     def encode(self, text: str) -> list[int]:
-        return list(self._sp.encode(checked_text(text)))
+        text = checked_text(text)
+        with tokenizer_errors(self.path, "encoding"):
+            return list(self._sp.encode(text))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._sp.decode(list(ids))
+        with tokenizer_errors(self.path, "decoding"):
+            return self._sp.decode(list(ids))
 
     def id_to_token(self, token_id: int) -> str:
-        return str(self._sp.id_to_piece(int(token_id)))
+        with tokenizer_errors(self.path, "looking up a token"):
+            return str(self._sp.id_to_piece(int(token_id)))
 
 
 class HFTokenizer:
@@ -115,11 +180,17 @@ class HFTokenizer:
 
         try:
             tok = _HFTok.from_file(str(path))
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise
             raise TokenizerError(
                 f"cannot read tokenizer file {path}: {_first_line(exc)}",
                 hint="pass a valid Hugging Face tokenizer.json or llmbuilder's tokenizer directory",
             ) from None
+        with tokenizer_errors(path, "reading it"):
+            self._configure(tok, path, extra_eos_ids, add_bos)
+
+    def _configure(self, tok: Any, path: Path, extra_eos_ids: Sequence[int], add_bos: bool | None) -> None:
         cfg = _read_tokenizer_config(path.parent / "tokenizer_config.json")
         special = {k: v for k in ("bos_token", "eos_token") if (v := _token_text(cfg.get(k))) is not None}
         self._setup(tok, path)
@@ -182,13 +253,17 @@ class HFTokenizer:
         return False
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(checked_text(text), add_special_tokens=False).ids)
+        text = checked_text(text)
+        with tokenizer_errors(self.path, "encoding"), native_stderr_held():  # regexes run here: panics too
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=True)
+        with tokenizer_errors(self.path, "decoding"):
+            return self._tok.decode(list(ids), skip_special_tokens=True)
 
     def id_to_token(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id)) or ""
+        with tokenizer_errors(self.path, "looking up a token"):
+            return self._tok.id_to_token(int(token_id)) or ""
 
 
 def _unique(ids: Iterable[int]) -> tuple[int, ...]:

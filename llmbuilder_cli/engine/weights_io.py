@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Mapping
 import torch
 
 from ..errors import ModelLoadError
+from .limits import check_finite
 
 __all__ = ["SafetensorsFile", "LazyState", "CHUNK_BYTES", "stack_rows"]
 
@@ -195,8 +196,10 @@ class LazyState(Mapping[str, torch.Tensor]):
         f, stored = self._names[key]
         if self._scratch is None and (f.entry(stored)[0] != self.dtype or self.device.type != "cpu"):
             self._scratch = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
-        return f.get(stored, dtype=self.dtype, device=self.device, mmap_ok=self.mmap_ok, out=out,
-                     scratch=self._scratch)
+        t = f.get(stored, dtype=self.dtype, device=self.device, mmap_ok=self.mmap_ok, out=out,
+                  scratch=self._scratch)
+        check_finite(t, stored, str(f.file))
+        return t
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._get(key)
@@ -217,6 +220,7 @@ class LazyState(Mapping[str, torch.Tensor]):
             r1 = min(rows, r0 + step)
             out = block[: (r1 - r0) * cols].view(r1 - r0, cols)
             f.get_rows(stored, r0, r1, out=out, scratch=scratch)
+            check_finite(out, stored, str(f.file))
             yield r0, out
 
     def stacked(self, keys: list[str]) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelLoadError
+from .llama import config_bool
 from .llmbuilder_gpt import KVCache
 
 __all__ = ["GPT2Config", "GPT2", "ACTIVATIONS"]
@@ -94,10 +95,10 @@ class GPT2Config:
             raise ModelLoadError(f"{source}: n_head {H} does not divide n_embd {C}",
                                  hint="the model's config.json is damaged")
         act = cfg.get("activation_function", "gelu_new")
-        if act not in ACTIVATIONS:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
             raise ModelLoadError(f"{source}: activation_function {act!r} is not supported",
                                  hint=f"supported: {', '.join(ACTIVATIONS)}")
-        if cfg.get("add_cross_attention"):
+        if config_bool(cfg, "add_cross_attention", source, False):
             raise ModelLoadError(f"{source}: GPT-2 with cross-attention (an encoder-decoder part) is not supported",
                                  hint="use a plain decoder-only GPT-2 model")
         eps = cfg.get("layer_norm_epsilon", 1e-5)
@@ -113,9 +114,9 @@ class GPT2Config:
             n_inner=_positive_int(cfg, "n_inner", source, 4 * C),
             layer_norm_epsilon=float(eps),
             activation_function=act,
-            scale_attn_weights=bool(cfg.get("scale_attn_weights", True)),
-            scale_attn_by_inverse_layer_idx=bool(cfg.get("scale_attn_by_inverse_layer_idx", False)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            scale_attn_weights=config_bool(cfg, "scale_attn_weights", source, True),
+            scale_attn_by_inverse_layer_idx=config_bool(cfg, "scale_attn_by_inverse_layer_idx", source, False),
+            tie_word_embeddings=config_bool(cfg, "tie_word_embeddings", source, True),
         )
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:

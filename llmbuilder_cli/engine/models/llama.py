@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, make_linear, quantize_blocks
+from ..limits import check_cache
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
 
@@ -80,6 +81,43 @@ def _float(cfg: Mapping[str, Any], key: str, source: str, default: float) -> flo
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise _bad_config(source, f"{key} must be a positive number (got {value!r})")
     return float(value)
+
+
+def config_bool(cfg: Mapping[str, Any], key: str, source: str, default: bool) -> bool:
+    """A true/false config field: JSON true or false (null or absent: ``default``); anything else, such as
+    the string "false" (which Python would read as true), is refused with the field's name."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad_config(source, f"{key} must be true or false (got {value!r})")
+    return value
+
+
+def _has_sliding_layers(layer_types: Any) -> bool:
+    return isinstance(layer_types, (list, tuple)) and "sliding_attention" in layer_types
+
+
+# Numeric RoPE parameters and the least value each may take (None: any finite number).
+_ROPE_NUMBERS: dict[str, float | None] = {
+    "factor": 0.0, "low_freq_factor": 0.0, "high_freq_factor": 0.0, "original_max_position_embeddings": 0.0,
+    "beta_fast": None, "beta_slow": None, "attention_factor": 0.0, "mscale": None, "mscale_all_dim": None,
+}
+
+
+def _check_rope_numbers(merged: Mapping[str, Any], source: str) -> None:
+    for key, low in _ROPE_NUMBERS.items():
+        value = merged.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise _bad_config(source, f"RoPE parameter {key} must be a number (got {value!r})")
+        if low is not None and value <= low:
+            raise _bad_config(source, f"RoPE parameter {key} must be positive (got {value!r})")
+    if merged.get("original_max_position_embeddings") is not None and not isinstance(
+            merged["original_max_position_embeddings"], int):
+        raise _bad_config(source, "RoPE parameter original_max_position_embeddings must be a whole number "
+                                  f"(got {merged['original_max_position_embeddings']!r})")
 
 
 # --------------------------------------------------------------------------------------------- rope
@@ -131,6 +169,7 @@ class RopeSpec:
             for key in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
                 if merged.get(key) is None:
                     raise _bad_config(source, f"llama3 RoPE scaling needs {key}")
+        _check_rope_numbers(merged, source)
         return cls(kind=kind, theta=theta, params={k: v for k, v in merged.items() if k not in ("rope_theta",)})
 
 
@@ -303,7 +342,7 @@ class LlamaConfig:
         if D % 2:
             raise _bad_config(source, f"head_dim {D} must be even for rotary embeddings")
         act = cfg.get("hidden_act", "silu")
-        if act not in _ACTIVATIONS:
+        if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise ModelLoadError(f"{source}: hidden_act {act!r} is not supported",
                                  hint=f"supported: {', '.join(_ACTIVATIONS)}")
         max_pos = _int(cfg, "max_position_embeddings", source, _DEFAULT_CONTEXT[mt])
@@ -314,12 +353,13 @@ class LlamaConfig:
         window = None
         if mt == "mistral":
             window = cfg.get("sliding_window", 4096)
-        elif mt == "qwen2" and (cfg.get("use_sliding_window") or "sliding_attention" in (cfg.get("layer_types") or ())):
+        elif mt == "qwen2" and (config_bool(cfg, "use_sliding_window", source, False)
+                                or _has_sliding_layers(cfg.get("layer_types"))):
             window = cfg.get("sliding_window", 4096)
         if window is not None:
             window = _int({"sliding_window": window}, "sliding_window", source)
             context = min(context, window)
-        attention_bias = bool(cfg.get("attention_bias", False))
+        attention_bias = config_bool(cfg, "attention_bias", source, False)
         return cls(
             model_type=mt,
             vocab_size=_int(cfg, "vocab_size", source),
@@ -336,8 +376,8 @@ class LlamaConfig:
             hidden_act=act,
             qkv_bias=mt == "qwen2" or (mt == "llama" and attention_bias),
             o_bias=mt == "llama" and attention_bias,
-            mlp_bias=mt == "llama" and bool(cfg.get("mlp_bias", False)),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            mlp_bias=mt == "llama" and config_bool(cfg, "mlp_bias", source, False),
+            tie_word_embeddings=config_bool(cfg, "tie_word_embeddings", source, False),
             sliding_window=window,
         )
 
@@ -384,6 +424,7 @@ class KVCache:
     def __init__(self, n_layer: int, n_kv_head: int, head_dim: int, max_len: int, batch: int = 1, *,
                  dtype: torch.dtype, device: torch.device) -> None:
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        check_cache(shape, dtype)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer: (B, KVH, S, D) views

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..limits import check_cache
+
 __all__ = ["GPTConfig", "KVCache", "LLMBuilderGPT"]
 
 LAYER_NORM_EPS = 1e-5  # llmbuilder ignores ModelConfig.layer_norm_eps: always 1e-5
@@ -55,6 +57,7 @@ class KVCache:
         self, config: GPTConfig, max_len: int, batch: int = 1, *, dtype: torch.dtype, device: torch.device
     ) -> None:
         shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
+        check_cache(shape, dtype)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, S, D)
         self.max_len = max_len

@@ -143,7 +143,7 @@ def footer_text(chunk: StreamChunk, block_size: int | None = None) -> str:
     if st is None:
         return f"[finish: {chunk.finish_reason}]"
     parts = [
-        f"{st.new_tokens} tokens",
+        f"{st.new_tokens} token" + ("" if st.new_tokens == 1 else "s"),
         f"finish: {chunk.finish_reason}",
         f"first token {st.time_to_first_token_s * 1000:.0f} ms",
     ]

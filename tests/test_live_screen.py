@@ -1,8 +1,9 @@
 """The live display in a real terminal, checked on the SCREEN: the command runs in a pseudo-terminal, every
 byte it sends is replayed through the pyte terminal emulator, and what is left on the screen and in the
-scrollback must be exactly what ``--plain`` leaves for the same seed, at several widths, after Ctrl-C, after
-a resize mid-stream and in a terminal shorter than the panel. A frame-by-frame replay checks that no
-finished row is ever on the screen twice."""
+scrollback must be the ``--plain`` text of the same seed (its words, in order, each once and whole, in rows
+narrower than the terminal) at several widths, after Ctrl-C, after a resize mid-stream and in a terminal
+shorter than the panel, with nothing of the panel left. A replay read by read checks that the text on the
+screen is at every moment a beginning of the final text: no row is ever shown twice."""
 
 from __future__ import annotations
 

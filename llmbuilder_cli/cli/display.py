@@ -18,8 +18,8 @@ How it draws, and why nothing can be left behind or shown twice:
 - After a resize the panel is erased and drawn again for the new width; if the row being written no
   longer fits, the terminal has rewrapped or cut it and the text goes on from a fresh row.
 - While the view is up, echo is off on the terminal, so a typed key or Ctrl-C's ``^C`` cannot land in the
-  text, and Ctrl-C does not flush output the terminal has not shown yet (NOFLSH); SIGINT is blocked during
-  a write, so Ctrl-C never cuts a frame in half.
+  text, and Ctrl-C does not flush output the terminal has not shown yet (NOFLSH); Ctrl-C waits for the
+  frame being made (interrupts.deferred_interrupt), so it never cuts one in half or loses its text.
 - The panel is rendered for the terminal's current size, one column narrower than the screen (the settings
   line is shortened with an ellipsis, never wrapped); in a short terminal it shrinks to one status line,
   or disappears.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import sys
 import threading
 import time
@@ -48,6 +47,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ..config import GenerationConfig
+from ..interrupts import deferred_interrupt
 from ..terminal_text import visible
 
 __all__ = ["PanelInfo", "LiveView"]
@@ -106,22 +106,6 @@ class PanelInfo:
     def processors_line(self) -> str:
         chain = " → ".join(_LABELS.get(p, p) for p in self.processors) or "none"
         return f"{chain} → {'argmax' if self.config.greedy else 'sample'}"
-
-
-class _SigintDeferred:
-    """Block SIGINT in this thread for the duration of a write: Ctrl-C then takes effect after the frame."""
-
-    def __enter__(self) -> None:
-        self._old = None
-        if hasattr(signal, "pthread_sigmask"):
-            try:
-                self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            except (OSError, ValueError):
-                self._old = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
 
 
 class _EchoOff:
@@ -276,9 +260,8 @@ class LiveView:
     def _write(self, data: str) -> None:
         if not data:
             return
-        with _SigintDeferred():
-            self._out.write(data)
-            self._out.flush()
+        self._out.write(data)
+        self._out.flush()
 
     def _width_check(self) -> str:
         """After a change of width: erase the panel (it is drawn again for the new width). A row of text
@@ -347,8 +330,6 @@ class LiveView:
         return resized + _ERASE_BELOW + body + self._panel_frame()
 
     def _refresh_loop(self) -> None:
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C is the main thread's
         while not self._stop.wait(self._interval):
             with self._lock:
                 if self._started:
@@ -359,7 +340,7 @@ class LiveView:
         if self._live:
             try:
                 self._echo.__enter__()
-                with self._lock:
+                with deferred_interrupt(), self._lock:
                     self._started = True
                     self._width = self._size()[0]  # the text starts at column 0 of a fresh line
                     self._write(self._panel_frame())
@@ -385,7 +366,7 @@ class LiveView:
         if not self._live:
             self._feed_lines(text, style)
             return
-        with self._lock:
+        with deferred_interrupt(), self._lock:  # Ctrl-C waits for the frame: no text lost, none half-drawn
             self._write(self._text_frame([(visible(text), style)]))
 
     def close(self) -> None:
@@ -395,7 +376,7 @@ class LiveView:
                 self._stop.set()
                 self._thread.join()
                 self._thread = None
-            with self._lock:
+            with deferred_interrupt(), self._lock:
                 if self._started:
                     self._started = False
                     self._write(self._text_frame([], final=True))

@@ -37,13 +37,81 @@ def test_panel_lines_for_sampling_and_greedy():
     info = PanelInfo(model="demo", config=c, seed=7, processors=("temperature", "min_new_tokens", "top_k", "top_p"),
                      block_size=256)
     assert info.settings_line() == (
-        "demo · sample · temperature 0.7 · top-k 40 · top-p 0.95 · repetition 1 · tokens 5–60 · seed 7"
+        "demo · sample · temperature 0.7 · top-k 40 · top-p 0.95 · repetition penalty off · tokens 5–60 · seed 7"
     )
     assert info.processors_line() == "temperature → min-tokens EOS block → top-k → top-p → sample"
     g = PanelInfo(model="run/model.pt", config=GenerationConfig(do_sample=False, top_k=0, repetition_penalty=1.2),
                   seed=None, processors=("repetition_penalty",), block_size=128)
-    assert g.settings_line() == "run/model.pt · greedy · repetition 1.2 · tokens 0–100"
+    assert g.settings_line() == "run/model.pt · greedy · repetition penalty 1.2 · tokens 0–100"
     assert g.processors_line() == "repetition penalty → argmax"
+
+
+def _pty_console(monkeypatch, cols: int = 80, rows: int = 24):
+    """A rich console writing to a real pseudo-terminal, and a function returning all it received."""
+    import os
+    import termios
+    import threading
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    master, slave = os.openpty()
+    termios.tcsetwinsize(slave, (rows, cols))
+    out = open(slave, "w", encoding="utf-8")
+    received: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            received.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def finish() -> str:
+        out.close()
+        reader.join(timeout=30)
+        os.close(master)
+        return b"".join(received).decode("utf-8")
+
+    return Console(file=out), finish
+
+
+def test_live_view_shows_control_characters_instead_of_obeying_them(monkeypatch):
+    pyte = pytest.importorskip("pyte")
+    console, finish = _pty_console(monkeypatch)
+    info = PanelInfo(model="demo", config=GenerationConfig(), seed=1, processors=(), block_size=256)
+    with LiveView(console, info) as view:
+        view.feed("red \x1b[31mtext\x1b[0m, clipboard \x1b]52;c;aGk=\x07, clear \x1b[2J\x1b[H end")
+        view.tick(1, 1)
+    raw = finish()
+    assert "╭─" in raw  # the live region was drawn
+    assert "\x1b[31m" not in raw and "\x1b]52" not in raw and "\x1b[2J" not in raw and "\x07" not in raw
+    screen = pyte.Screen(80, 24)
+    pyte.Stream(screen).feed(raw)
+    assert screen.display[0].rstrip() == "red ^[[31mtext^[[0m, clipboard ^[]52;c;aGk=^G, clear ^[[2J^[[H end"
+    assert all(not row.strip() for row in screen.display[1:])  # the panel is gone
+
+
+def test_counts_and_spinner_read_naturally(monkeypatch):
+    from llmbuilder_cli.types import GenerationStats, StreamChunk, footer_text
+
+    console, finish = _pty_console(monkeypatch)
+    info = PanelInfo(model="demo", config=GenerationConfig(), seed=1, processors=(), block_size=256)
+    with LiveView(console, info) as view:
+        view.feed("x")
+        view.tick(1, 5)
+        view.feed("\n")  # a new row: the panel is drawn again, with the count
+    raw = finish()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] waiting for the first token", plain) and "  waiting" not in plain
+    assert "1 token · " in plain and "1 tokens" not in plain
+    chunk = StreamChunk(text="", token_id=None, index=-1, finish_reason="length",
+                        stats=GenerationStats(new_tokens=1, seed=3))
+    assert footer_text(chunk).startswith("[1 token · finish: length")
 
 
 @pytest.mark.parametrize("width", [20, 33, 80])

@@ -16,6 +16,7 @@ import typer
 from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ..terminal_text import is_terminal, visible, wrap_for
 from ..types import StreamChunk, footer_text
 from .completion import (
     complete_chat_template,
@@ -96,16 +97,31 @@ def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
 
         print_probs_table(stream.token_probs, sys.stderr)
     if last is not None:
-        sys.stderr.write(footer_text(last, block) + "\n")
+        sys.stderr.write(wrap_for(footer_text(last, block), sys.stderr) + "\n")
         sys.stderr.flush()
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
+
+
+class _ShownOnTerminal:
+    """Writes to `out` with control characters made visible when `out` is a terminal (a model cannot
+    clear the screen or write the clipboard); a pipe or a file gets the text byte for byte."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.terminal = is_terminal(out)
+
+    def write(self, text: str) -> int:
+        return self.out.write(visible(text) if self.terminal else text)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def show_demo_notice_once() -> None:
     """Say on stderr, the first time only, that the built-in demo model is running and how to change it."""
     if paths.state_marker(demo.NOTICE_MARKER):
         return
-    sys.stderr.write(demo.notice() + "\n")
+    sys.stderr.write(wrap_for(demo.notice(), sys.stderr) + "\n")
     sys.stderr.flush()
     paths.set_state_marker(demo.NOTICE_MARKER)
 
@@ -546,16 +562,15 @@ def text_command(
         stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
     block = loaded.block_size
     if not quiet and len(stream.prompt_ids) > block:
-        sys.stderr.write(
-            f"note: the prompt has {len(stream.prompt_ids)} tokens but the model's context is {block}; "
-            f"it sees only the last {block} (sliding window)\n"
-        )
+        note = (f"note: the prompt has {len(stream.prompt_ids)} tokens but the model's context is {block}; "
+                f"it sees only the last {block} (sliding window)")
+        sys.stderr.write(wrap_for(note, sys.stderr) + "\n")
     if live:
         label = _model_label(model, loaded)
         return _run_live(stream, label, block, echo=echo)
     from ..chat import write_stream
 
-    out = sys.stdout
+    out = _ShownOnTerminal(sys.stdout)
     if echo:
         out.write(stream.prompt_text)
         out.flush()
@@ -567,6 +582,6 @@ def text_command(
 
         sys.stderr.write(format_probs_plain(stream.token_probs) + "\n")
     if not quiet and last is not None:
-        sys.stderr.write(footer_text(last, block) + "\n")
+        sys.stderr.write(wrap_for(footer_text(last, block), sys.stderr) + "\n")
         sys.stderr.flush()
     return EXIT_INTERRUPTED if cancelled else EXIT_OK

@@ -8,16 +8,20 @@ top-k or top-p did. A rich table on a terminal; plain aligned text otherwise.
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Sequence
 
 from ..types import TokenProbs
 
 __all__ = ["token_label", "format_probs_plain", "print_probs_table"]
 
+_C1 = re.compile("[\x7f-\x9f]")
+
 
 def token_label(text: str) -> str:
-    """A token's text made visible: quoted, with newlines, tabs and other controls escaped."""
-    return json.dumps(text, ensure_ascii=False)
+    """A token's text made visible: quoted, with newlines, tabs and other controls escaped (JSON escapes
+    the C0 controls; DEL and the C1 range, which some terminals obey, are escaped the same way)."""
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
 
 
 def _cell(top: Sequence[tuple[int, str, float]]) -> list[str]:

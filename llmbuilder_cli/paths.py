@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from .files import user_path
+
 __all__ = ["HOME_ENV", "home_dir", "state_marker", "set_state_marker"]
 
 HOME_ENV = "LLMBUILDER_HOME"
@@ -21,13 +23,13 @@ def home_dir() -> Path:
     """The directory for llmbuilder-cli's settings and state (it may not exist yet)."""
     explicit = os.environ.get(HOME_ENV, "").strip()
     if explicit:
-        return Path(explicit).expanduser()
+        return user_path(explicit)
     if sys.platform == "win32" and os.environ.get("APPDATA"):
         return Path(os.environ["APPDATA"]) / "llmbuilder"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "llmbuilder"
     xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
+    base = user_path(xdg) if xdg else Path.home() / ".config"
     return base / "llmbuilder"
 
 

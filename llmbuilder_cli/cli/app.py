@@ -108,8 +108,39 @@ def _root(
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"Error: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"Error: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr itself cannot be written: the exit code still tells
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's own flush at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _os_error(exc: OSError) -> str:
+    """The error line for an OSError that reached the top: the system refused a read or a write (a full
+    disk, /dev/full, a read-only file system, a path through a file). Never a bug of ours to report."""
+    from ..files import OUTPUT_ERRNOS, os_error_text
+
+    reason = os_error_text(exc)
+    try:
+        sys.stdout.flush()
+        stdout_ok = True
+    except (OSError, ValueError):
+        stdout_ok = False
+    # Files we open carry their name in the error; a nameless write error comes from an output stream.
+    if not stdout_ok or (exc.filename is None and exc.errno in OUTPUT_ERRNOS):
+        _silence_stdout()
+        return f"cannot write the output: {reason} — free some space, or send the output elsewhere"
+    where = f" {str(exc.filename)[:200]}" if exc.filename is not None else ""
+    return f"cannot read or write{where}: {reason} — check the path, its permissions and the free space"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = command.main(
             args=list(argv) if argv is not None else sys.argv[1:], prog_name="llmbuilder", standalone_mode=False
         )
+        sys.stdout.flush()  # a write that fails (a full disk) fails here, not in the interpreter's exit
         return result if isinstance(result, int) else 0
     except LLMBuilderError as exc:
         if debug:
@@ -137,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(_os_error(exc))
+        return EXIT_USAGE
     except Exception as exc:  # Click usage errors and anything unexpected
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click's ClickException family
             message = exc.format_message().replace("\n", " ")

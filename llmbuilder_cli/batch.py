@@ -74,8 +74,11 @@ def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
         raise _bad(n, f"{bad_text} holds a lone surrogate escape (\\ud800-\\udfff), which is not valid UTF-8 text",
                    "write whole characters (a surrogate pair, or the character itself)")
     overrides = {k: v for k, v in obj.items() if k in fields}
-    if "stop" in overrides and isinstance(overrides["stop"], list):
-        overrides["stop"] = tuple(overrides["stop"])
+    if "stop" in overrides:
+        if not isinstance(overrides["stop"], (str, list)):
+            raise _bad(n, '"stop" must be a string or a list of strings', 'write "stop": ["."]')
+        if isinstance(overrides["stop"], list):
+            overrides["stop"] = tuple(overrides["stop"])
     try:
         config = base.replace(**overrides) if overrides else base
     except ConfigError as exc:

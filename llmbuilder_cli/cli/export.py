@@ -3,7 +3,8 @@
 Serving engines (vLLM, TGI, transformers, conversion scripts for llama.cpp) read that layout, so a model
 trained with llmbuilder can be served by them. The work is done by ``engine/export_hf.py``, imported only
 when the command runs (``--help`` never imports torch). Progress and the list of written files go to
-stderr; stdout stays empty.
+stderr; stdout stays empty. What ``--force`` may replace, and how failures to write are reported, is
+decided in the engine module (see its docstring).
 """
 
 # No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
@@ -59,7 +60,9 @@ def hf_command(
         Optional[int],
         typer.Option("--num-heads", help="Attention heads, only for old checkpoints that do not record them.", min=1),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not empty.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out if it holds a previous export (never any other files).")
+    ] = False,
     dtype: Annotated[
         ExportDType, typer.Option("--dtype", help="Stored weight type (float32 keeps the weights exact).")
     ] = ExportDType.float32,
@@ -67,7 +70,12 @@ def hf_command(
     """Write MODEL as a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json, ...).
 
     The result loads with transformers' GPT2LMHeadModel and can be served by engines such as vLLM or TGI.
-    A SentencePiece tokenizer is converted to tokenizer.json with the same token ids.
+    A SentencePiece tokenizer is converted to tokenizer.json with the same token ids. Files get the
+    usual permissions (0666 less your umask).
+
+    Every export holds llmbuilder_export.json, which marks it as one: --force replaces only such a
+    directory, and only when it holds nothing else, so the model's own directory, its parent or files you
+    added are never deleted (exit 2). A disk that is full or read-only is exit 2 too, leaving nothing behind.
 
     Examples:
 

@@ -324,9 +324,18 @@ _FORCE_HINT = ("--force replaces only a directory written by 'llmbuilder export 
                "choose another --out directory")
 
 
-def _write_failed(out: Path, exc: OSError) -> UsageError:
-    return UsageError(f"cannot write the export to {out}: {os_error_text(exc)}",
+def _write_failed(out: Path, reason: str) -> UsageError:
+    return UsageError(f"cannot write the export to {out}: {reason}",
                       hint="check free space and permissions, or choose another --out directory")
+
+
+def _io_failure(exc: BaseException) -> str | None:
+    """Why a write failed, when ``exc`` is the system refusing it: an OSError, or safetensors' own error
+    class wrapping one (``I/O error: No space left on device (os error 28)``); None for anything else."""
+    if isinstance(exc, OSError):
+        return os_error_text(exc)
+    m = re.search(r"\(os error (\d+)\)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    return os.strerror(int(m.group(1))) if m else None
 
 
 def _is_previous_export(entries: list[Path]) -> bool:
@@ -509,17 +518,18 @@ def export_hf(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_failed(out, exc) from None
+        raise _write_failed(out, os_error_text(exc)) from None
     _sweep_stale(out.parent)
     tmp = _sibling(out, "tmp")
     try:
         tmp.mkdir()  # mode from the umask, like any directory the user creates
     except OSError as exc:
-        raise _write_failed(out, exc) from None
+        raise _write_failed(out, os_error_text(exc)) from None
     try:
         from safetensors.torch import save_file
 
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")  # first: a killed export's directory is recognised by it
+        # The marker first: a killed export's directory is recognised by it (ASCII: any path can be written).
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         os.chmod(tmp / "model.safetensors", _file_mode())  # safetensors creates it 0600
         for name, data in files.items():
@@ -532,8 +542,9 @@ def export_hf(
         _place(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise _write_failed(out, exc) from None
+        reason = _io_failure(exc)
+        if reason is not None:
+            raise _write_failed(out, reason) from None
         raise
 
     summary = {

@@ -72,11 +72,17 @@ def _paths(work: Path) -> list[str]:
     (work / "template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
     (work / "broken.jinja").write_text("{% for %}", encoding="utf-8")
     (work / "bin.bin").write_bytes(bytes(range(256)))
+    odd = work / "run\udcff"  # a run directory whose name is not UTF-8 (bytes 'run\xff')
+    if not odd.exists():
+        import shutil
+
+        shutil.copytree(FIXTURE, odd)
     loop = work / "loop"
     if not loop.is_symlink():
         loop.symlink_to(work / "loop")
     return [
         str(MODEL_PT), str(FIXTURE), str(TOKENIZER_DIR), str(TOKENIZER_DIR / "tokenizer.model"), "demo",
+        str(odd), str(odd / "model.pt"), str(odd / "tokenizer"),
         str(work / "adir"), str(work / "afile.txt"), str(work / "afile.txt" / "below"), str(work / "prompts.txt"),
         str(work / "bad.jsonl"), str(work / "template.jinja"), str(work / "broken.jinja"), str(work / "bin.bin"),
         str(loop), str(loop / "x"), str(work / "missing.pt"), "/dev/zero", "/dev/full", "/dev/null", "/dev/urandom",
@@ -111,7 +117,7 @@ def _commands() -> list[tuple[list[str], Any]]:
     return found
 
 
-WEIGHTS = {"generate text": 8, "export hf": 3, "info": 2, "config set": 2, "doctor": 0.3}
+WEIGHTS = {"generate text": 8, "export hf": 3, "info": 2, "config set": 2, "doctor": 0.3, "setup": 0.2}
 
 
 class Fuzzer:
@@ -158,10 +164,14 @@ class Fuzzer:
         base_valid = path == ["generate", "text"] and r.random() < 0.6
         if base_valid:  # a runnable base, so the hostile values reach the later stages too
             argv += ["-m", str(MODEL_PT), "-t", str(TOKENIZER_DIR), "--max-tokens", str(r.choice([1, 3, 8]))]
-            if r.random() < 0.7:
+            roll = r.random()
+            if roll < 0.6:
                 argv += ["-p", r.choice(["once upon a time", "the", "x", "   ", "é 😀"])]
-        for _ in range(r.randint(0, 6)):
-            if not options or r.random() < 0.06:
+            elif roll < 0.85:  # a batch: the hostile options meet every line of a prompts file
+                argv += ["--jsonl", "--prompts-file", r.choice([str(self.work / "prompts.txt"), "-",
+                                                                str(self.work / "bad.jsonl")])]
+        for _ in range(r.choice([0, 1, 1, 2, 2, 3, 4, 6])):
+            if not options or r.random() < 0.03:
                 argv.append(r.choice(["--frobnicate", "-Z", "--max-token", "--json=1", "---", "-", "--"]))
                 continue
             opt = r.choice(options)

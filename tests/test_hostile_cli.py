@@ -249,6 +249,16 @@ def test_export_disk_full_in_process(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_from_and_to_paths_that_are_not_utf8(tmp_path, capsys):
+    """Such names reach Python as surrogate escapes; sentencepiece could not open them by name."""
+    run_dir = tmp_path / "run\udcff"
+    shutil.copytree(FIXTURE, run_dir)
+    rc, out, err = in_process(["export", "hf", str(run_dir), "-o", str(tmp_path / "hf\udcff")], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "hf\udcff" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "hf\udcff" / MARKER).read_text())["source"] == str(run_dir / "model.pt")
+
+
 # ------------------------------------------------------------------------------------------- ~user paths
 @pytest.mark.parametrize("argv", [
     ["generate", "text", "-m", "~nouser-llmb/run/model.pt", "-p", "x"],

@@ -108,8 +108,12 @@ def _root(
 
 
 def _error(message: str) -> None:
+    text = f"Error: {message}\n"
     try:
-        sys.stderr.write(f"Error: {message}\n")
+        try:
+            sys.stderr.write(text)
+        except UnicodeEncodeError:  # a path that is not UTF-8, on a strict stream: escape what it cannot take
+            sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr itself cannot be written: the exit code still tells
         pass

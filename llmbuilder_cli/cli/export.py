@@ -10,6 +10,7 @@ decided in the engine module (see its docstring).
 # No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
 # string, several times, on each start of the program (see app.py).
 
+import os
 import sys
 from enum import Enum
 from typing import Annotated, Optional
@@ -40,8 +41,17 @@ def _size(n: int) -> str:
 
 
 def _quote(path: str) -> str:
+    """``path`` as a shell word; bytes that are not UTF-8 (surrogate escapes here) in bash's $'\\xNN' form."""
+    if any("\udc80" <= c <= "\udcff" for c in path):
+        raw = os.fsencode(path)
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else f"\\x{b:02x}" for b in raw) + "'"
     safe = all(c.isalnum() or c in "/._-+:@%" for c in path)
     return path if safe and path else "'" + path.replace("'", "'\\''") + "'"
+
+
+def _shown(path: object) -> str:
+    """A path for the messages: bytes that are not UTF-8 written as \\xNN, so any stream can take it."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 @export_app.command("hf")
@@ -100,7 +110,7 @@ def hf_command(
     err.write(f"tokenizer: {report.tokenizer}\n")
     width = max(len(n) for n in report.files)
     for name, size in report.files.items():
-        err.write(f"  {report.out_dir / name}{' ' * (width - len(name))}  {_size(size)}\n")
+        err.write(f"  {_shown(report.out_dir / name)}{' ' * (width - len(name))}  {_size(size)}\n")
     for note in report.notes:
         err.write(f"note: {note}\n")
     err.write(f"serve it with: vllm serve {_quote(str(report.out_dir))}\n")

@@ -220,7 +220,11 @@ def _from_sentencepiece(file: Path) -> _TokenizerExport:
 
     model = read_sentencepiece_model(file)
     tok = convert_sentencepiece(model)
-    sp = spm.SentencePieceProcessor(model_file=str(file))
+    try:  # from the bytes: sentencepiece cannot open a path that is not valid UTF-8
+        sp = spm.SentencePieceProcessor(model_proto=file.read_bytes())
+    except Exception as exc:  # OSError, or sentencepiece's RuntimeError with C++ text
+        raise TokenizerError(f"cannot read SentencePiece model {file}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                             hint="pass llmbuilder's tokenizer directory (it holds tokenizer.model)") from None
     bad = [t for t in _CHECK_TEXTS if tok.encode(t).ids != list(sp.encode(t))]
     notes = []
     if bad:

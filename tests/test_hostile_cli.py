@@ -259,6 +259,17 @@ def test_export_from_and_to_paths_that_are_not_utf8(tmp_path, capsys):
     assert json.loads((tmp_path / "hf\udcff" / MARKER).read_text())["source"] == str(run_dir / "model.pt")
 
 
+def test_info_of_a_model_whose_path_is_not_utf8(tmp_path):
+    run_dir = tmp_path / "run\udcff"
+    shutil.copytree(FIXTURE, run_dir)
+    for extra, check in (([], lambda out: f"{tmp_path}/run\\xff/model.pt" in out.decode()),
+                         (["--json"], lambda out: json.loads(out)["path"] == str(run_dir / "model.pt"))):
+        p = subprocess.run(cli_cmd("info", os.fsencode(run_dir / "model.pt"), *extra), capture_output=True,
+                           env={**cli_env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=TIMEOUT)
+        assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+        assert check(p.stdout), p.stdout
+
+
 # ------------------------------------------------------------------------------------------- ~user paths
 @pytest.mark.parametrize("argv", [
     ["generate", "text", "-m", "~nouser-llmb/run/model.pt", "-p", "x"],

@@ -477,8 +477,9 @@ def export_hf(
     ``tokenizer_path``: llmbuilder's tokenizer directory, its ``tokenizer.model`` or a ``tokenizer.json``
     (default: the ``tokenizer/`` directory beside the model). ``dtype``: the stored weight dtype
     (``float32`` keeps the exact weights; ``float16``/``bfloat16`` halve the size and round them).
-    An existing non-empty ``out_dir`` is refused unless ``overwrite``; nothing is changed before the
-    export is complete.
+    An existing non-empty ``out_dir`` is refused; with ``overwrite`` a previous export (a directory that
+    holds `MARKER` and export files only) is replaced, anything else still refused. Nothing is changed
+    before the export is complete. Failures to write are `UsageError`s (exit 2) that name ``out_dir``.
     """
     t0 = time.perf_counter()
     if out_dir is None or str(out_dir) == "":

@@ -259,10 +259,15 @@ def test_export_from_and_to_paths_that_are_not_utf8(tmp_path, capsys):
     assert json.loads((tmp_path / "hf\udcff" / MARKER).read_text())["source"] == str(run_dir / "model.pt")
 
 
-def test_info_of_a_model_whose_path_is_not_utf8(tmp_path):
+def test_paths_that_are_not_utf8_on_a_strict_stdout(tmp_path):
     run_dir = tmp_path / "run\udcff"
     shutil.copytree(FIXTURE, run_dir)
-    for extra, check in (([], lambda out: f"{tmp_path}/run\\xff/model.pt" in out.decode()),
+    env = {**cli_env(), "PYTHONIOENCODING": "utf-8:strict", "LLMBUILDER_HOME": os.fsencode(tmp_path / "home\udcff")}
+    for argv in (["config", "path"], ["config", "show"], ["config", "show", "--json"]):
+        p = subprocess.run(cli_cmd(*argv), capture_output=True, env=env, timeout=TIMEOUT)
+        assert p.returncode == 0 and b"Traceback" not in p.stderr and b"bug" not in p.stderr, p.stderr
+        assert b"home\\udcff" in p.stdout, p.stdout
+    for extra, check in (([], lambda out: f"{tmp_path}/run\\udcff/model.pt" in out.decode()),
                          (["--json"], lambda out: json.loads(out)["path"] == str(run_dir / "model.pt"))):
         p = subprocess.run(cli_cmd("info", os.fsencode(run_dir / "model.pt"), *extra), capture_output=True,
                            env={**cli_env(), "PYTHONIOENCODING": "utf-8:strict"}, timeout=TIMEOUT)

@@ -147,9 +147,23 @@ def _os_error(exc: OSError) -> str:
     return f"cannot read or write{where}: {reason} — check the path, its permissions and the free space"
 
 
+def _escape_what_stdout_cannot_encode() -> None:
+    """File names that are not UTF-8 reach Python as surrogate escapes; printed on a strict stdout (``info``,
+    ``config path``, JSON records) they would fail. Written as ``\\udcXX`` escapes instead, as stderr
+    always does (inside JSON strings such an escape reads back as the same name). Generated text is
+    always valid UTF-8, so it is unchanged."""
+    if getattr(sys.stdout, "errors", None) != "strict":
+        return
+    try:
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
     debug = os.environ.get("LLMBUILDER_DEBUG", "") not in ("", "0")
+    _escape_what_stdout_cannot_encode()
     command = typer.main.get_command(app)
     try:
         result = command.main(

@@ -124,12 +124,5 @@ def info_command(
     from .. import api
 
     d = api.model_info(model, tokenizer, num_heads=num_heads)
-    text = (json.dumps(d, indent=2) if as_json else format_info(d)) + "\n"
-    try:
-        sys.stdout.write(text)
-    except UnicodeEncodeError:  # a path that is not UTF-8 (its bytes arrive as surrogate escapes): show them as \xNN
-        try:
-            sys.stdout.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
-        except UnicodeEncodeError:
-            sys.stdout.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    sys.stdout.write((json.dumps(d, indent=2) if as_json else format_info(d)) + "\n")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
 
 from .config import GenerationConfig
+from .files import read_bounded, user_path
 from .interrupts import deferred_interrupt
 from .types import GenerationResult
 
@@ -214,7 +215,7 @@ def _loaded(
         return model_path, 0.0
     model_path, tokenizer_path = resolve_model_arg(model_path, tokenizer_path)
     file = loading.resolve_model_file(model_path)
-    tok = None if tokenizer_path in (None, "") else str(Path(tokenizer_path).expanduser().resolve())
+    tok = None if tokenizer_path in (None, "") else str(user_path(tokenizer_path).resolve())
     key = (str(file.resolve()), _fingerprint(file), tok, device or "auto", num_heads, dtype)
     if key in _cache:
         return _cache[key], 0.0
@@ -315,12 +316,12 @@ def chat_template_choice(loaded: "LoadedModel", spec: str | os.PathLike[str] | N
         return "auto"
     if text == "none":
         return None
-    path = Path(text).expanduser()
+    hint = "pass 'auto', 'none' or a readable Jinja file"
+    data = read_bounded(text, "chat template", hint)
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the chat template {path}: {getattr(exc, 'strerror', None) or exc}",
-                         hint="pass 'auto', 'none' or a readable Jinja file") from None
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the chat template {text[:200]} is not valid UTF-8 (byte {exc.start})", hint=hint) from None
     return ChatTemplate(source, getattr(loaded.tokenizer, "special_tokens", None) or {})
 
 

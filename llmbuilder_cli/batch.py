@@ -5,18 +5,23 @@ One prompt per line. A line that starts with ``{`` is a JSON object: ``"prompt"`
 e.g. ``{"id": "q1", "prompt": "Once upon a time", "temperature": 0.2, "max_new_tokens": 40}``.
 Other lines are prompts as written; ``\\n`` and ``\\\\`` escapes are not interpreted (use JSON for
 multi-line prompts). Blank lines are skipped. Every line is checked first, so a typo on line 900 fails
-the run before line 1 is generated. Standard library only.
+the run before line 1 is generated: valid JSON (numbers Python can hold, nesting it can parse), a
+non-empty prompt, known keys, values `GenerationConfig` accepts, and text (``id`` and ``stop`` included)
+that can be written back as UTF-8 JSON. What only the model can tell (a prompt that is empty after
+tokenization) is reported per line while the batch runs (see ``cli/machine.py``). The file is read with
+a size limit (`files.MAX_INPUT_BYTES`), so ``/dev/zero`` is an error, not a full memory. Standard
+library only.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .config import GenerationConfig
 from .errors import ConfigError, UsageError
+from .files import read_bounded
 
 __all__ = ["PromptSpec", "parse_prompts", "read_prompts_file"]
 
@@ -37,11 +42,15 @@ def _bad(line: int, what: str, hint: str) -> UsageError:
 
 
 def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
+    fix = "fix the JSON, or write a plain-text prompt that does not start with '{'"
     try:
         obj = json.loads(raw)
-    except ValueError as exc:
-        raise _bad(n, f"invalid JSON ({exc.msg} at column {exc.colno})",
-                   "fix the JSON, or write a plain-text prompt that does not start with '{'") from None
+    except json.JSONDecodeError as exc:
+        raise _bad(n, f"invalid JSON ({exc.msg} at column {exc.colno})", fix) from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise _bad(n, f"invalid JSON ({str(exc).split(';')[0]})", fix) from None
+    except RecursionError:
+        raise _bad(n, "invalid JSON (nested too deeply)", fix) from None
     if not isinstance(obj, dict):
         raise _bad(n, "a JSON line must be an object", 'write {"prompt": "..."}')
     prompt = obj.get("prompt")
@@ -55,14 +64,49 @@ def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
         close = get_close_matches(unknown[0], (*fields, *_META_KEYS), n=1)
         raise _bad(n, f"unknown key {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
                    f"keys are prompt, id and the settings {', '.join(fields)}")
+    try:  # what the output line will carry must be writable as UTF-8 JSON
+        json.dumps(obj.get("id"), allow_nan=False)
+    except ValueError:
+        raise _bad(n, "the id holds NaN or an infinite number, which JSON cannot write back",
+                   "use a string or an ordinary number as the id") from None
+    bad_text = _unencodable(obj)
+    if bad_text is not None:
+        raise _bad(n, f"{bad_text} holds a lone surrogate escape (\\ud800-\\udfff), which is not valid UTF-8 text",
+                   "write whole characters (a surrogate pair, or the character itself)")
     overrides = {k: v for k, v in obj.items() if k in fields}
-    if "stop" in overrides and isinstance(overrides["stop"], list):
-        overrides["stop"] = tuple(overrides["stop"])
+    if "stop" in overrides:
+        if not isinstance(overrides["stop"], (str, list)):
+            raise _bad(n, '"stop" must be a string or a list of strings', 'write "stop": ["."]')
+        if isinstance(overrides["stop"], list):
+            overrides["stop"] = tuple(overrides["stop"])
     try:
         config = base.replace(**overrides) if overrides else base
     except ConfigError as exc:
         raise _bad(n, exc.message, exc.hint or "fix the value on that line") from None
+    except (TypeError, ValueError, OverflowError) as exc:  # a value of a type no check expected
+        raise _bad(n, f"a setting has a value of the wrong type ({exc})", "fix the value on that line") from None
     return PromptSpec(line=n, prompt=prompt, config=config, id=obj.get("id"), overrides=overrides)
+
+
+def _unencodable(value: Any, where: str = "") -> str | None:
+    """The first key or value (``"id"``, ``"stop"``…) holding text that UTF-8 cannot encode, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "the line"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _unencodable(k, "a key") or _unencodable(v, where or f'"{k}"')
+            if found:
+                return found
+    elif isinstance(value, list):
+        for v in value:
+            found = _unencodable(v, where)
+            if found:
+                return found
+    return None
 
 
 def parse_prompts(text: str, base: GenerationConfig) -> list[PromptSpec]:
@@ -85,15 +129,10 @@ def read_prompts_file(path: str, base: GenerationConfig, stdin_text: str | None 
     """Read ``path`` (``-`` = the given standard-input text) as UTF-8 and parse it."""
     if path == "-":
         return parse_prompts(stdin_text or "", base)
-    p = Path(path).expanduser()
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"prompts file not found: {p}", hint="check the --prompts-file path") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read prompts file {p}: {exc.strerror}", hint="check the --prompts-file path") from None
+    data = read_bounded(path, "prompts file", "check the --prompts-file path")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"prompts file {p} is not valid UTF-8 (byte {exc.start})", hint="save it as UTF-8") from None
+        raise UsageError(f"prompts file {str(path)[:200]} is not valid UTF-8 (byte {exc.start})",
+                         hint="save it as UTF-8") from None
     return parse_prompts(text, base)

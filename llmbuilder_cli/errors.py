@@ -9,6 +9,7 @@ Exit codes (documented in the README):
   1    runtime failure during generation (e.g. out of memory, a device error)
   2    usage error: bad option value, missing or empty prompt, invalid configuration
   3    the model or tokenizer could not be found, read or understood
+  4    a batch run (--prompts-file) finished, but some of its prompts failed (each has an error line)
   130  interrupted (Ctrl-C)
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "EXIT_RUNTIME",
     "EXIT_USAGE",
     "EXIT_LOAD",
+    "EXIT_PARTIAL",
     "EXIT_INTERRUPTED",
     "LLMBuilderError",
     "ConfigError",
@@ -33,6 +35,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_LOAD = 3
+EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
 
 

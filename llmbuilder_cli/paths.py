@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
+
+from .files import user_path
 
 __all__ = ["HOME_ENV", "home_dir", "state_marker", "set_state_marker", "write_text_atomic"]
 
@@ -27,13 +30,13 @@ def home_dir() -> Path:
     """The directory for llmbuilder-cli's settings and state (it may not exist yet)."""
     explicit = os.environ.get(HOME_ENV, "").strip()
     if explicit:
-        return Path(explicit).expanduser()
+        return user_path(explicit)
     if sys.platform == "win32" and os.environ.get("APPDATA"):
         return Path(os.environ["APPDATA"]) / "llmbuilder"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "llmbuilder"
     xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
+    base = user_path(xdg) if xdg else Path.home() / ".config"
     return base / "llmbuilder"
 
 
@@ -63,15 +66,19 @@ def set_state_marker(name: str) -> bool:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) all at once: write a temporary file in the same directory,
     fsync it, rename it over ``path``. On any failure the temporary file is removed and ``path`` is left
-    as it was; the OSError propagates. The file is readable by its owner only (0600: settings and
-    transcripts hold paths and prompts)."""
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + "-", suffix=".tmp", dir=path.parent)  # mode 0600
+    as it was; the OSError propagates. A new file is readable by its owner only (0600: settings and
+    transcripts hold paths and prompts); a file being replaced keeps its permissions. A symlink is written
+    through: the file it points to is replaced and the link stays a link (settings kept in dotfiles)."""
+    target = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + target.name + "-", suffix=".tmp", dir=target.parent)  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with contextlib.suppress(FileNotFoundError, AttributeError):  # new file; no fchmod on Windows
+                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(target).st_mode))
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -17,7 +17,10 @@ on the command line never gets a tokenizer that a profile meant for another mode
 Values are checked with the same rules as everywhere else (`GenerationConfig`, `parse_field_value`); a
 bad value is reported with the file, the line and the profile. The file is read and written with
 ``tomlkit`` so comments and layout a person wrote survive ``config set``. Writes hold a lock, re-read the
-file, and replace it atomically; a damaged file is reported and never overwritten. Torch-free.
+file, and replace it atomically; a damaged file is reported and never overwritten. A symlinked
+``settings.toml`` (dotfiles kept in a repository) stays a link: the write replaces the file it points to,
+atomically, beside that file, keeping its permissions. Anything but a regular file (a FIFO, a device, a
+directory) is refused before it is opened, so it can never hang a command. Torch-free.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -204,6 +208,12 @@ class Settings:
         """Read and check the file; a missing file is empty settings. Damage → ConfigError with the line."""
         path = path or settings_path()
         try:
+            mode = os.stat(path).st_mode  # through a link; never opens (a FIFO would block the open)
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{path} is not a regular file (a pipe, socket or device)",
+                                  hint="remove it, or set LLMBUILDER_HOME to another directory")
             text = path.read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):  # nothing saved yet (or no home): empty settings
             return cls(path)

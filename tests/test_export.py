@@ -300,7 +300,9 @@ def demo_export(tmp_path_factory) -> Path:
 def test_export_writes_the_standard_files(tiny_export):
     names = {p.name for p in tiny_export.iterdir()}
     assert names == {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json"}
+                     "tokenizer_config.json", "special_tokens_map.json", "llmbuilder_export.json"}
+    marker = json.loads((tiny_export / "llmbuilder_export.json").read_text())
+    assert marker["written_by"] == "llmbuilder-cli" and marker["source"] == str(MODEL_PT.resolve())
     cfg = json.loads((tiny_export / "config.json").read_text())
     assert cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["model_type"] == "gpt2"
     assert (cfg["vocab_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["n_positions"], cfg["n_ctx"]) == (
@@ -507,11 +509,18 @@ def test_non_empty_out_dir_is_refused_and_left_alone(tmp_path):
 
 def test_overwrite_replaces_the_whole_directory(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.bin").write_bytes(b"x")
+    export_hf(DEMO_DIR, None, out)  # a previous export, with a chat-free tokenizer.json of its own
+    before = _files(out)
     export_hf(MODEL_PT, None, out, overwrite=True)
-    assert "stale.bin" not in _files(out) and (out / "model.safetensors").is_file()
+    after = _files(out)
+    assert after["tokenizer.json"] != before["tokenizer.json"] and after["model.safetensors"] != before["model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or backup left
+    # Anything else is refused, even with overwrite (see test_hostile_cli.py for the source directory).
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "stale.bin").write_bytes(b"x")
+    with pytest.raises(UsageError, match="not a previous export"):
+        export_hf(MODEL_PT, None, tmp_path / "other", overwrite=True)
+    assert _files(tmp_path / "other") == {"stale.bin": b"x"}
 
 
 def test_empty_out_dir_is_used(tmp_path):
@@ -524,16 +533,16 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     import safetensors.torch
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("previous export")
+    export_hf(MODEL_PT, None, out)
+    previous = _files(out)
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UsageError, match="cannot write the export to .*: No space left on device"):
         export_hf(MODEL_PT, None, out, overwrite=True)
-    assert _files(out) == {"old.txt": b"previous export"}
+    assert _files(out) == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -108,18 +108,68 @@ def _root(
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"Error: {message}\n")
-    sys.stderr.flush()
+    text = f"Error: {message}\n"
+    try:
+        try:
+            sys.stderr.write(text)
+        except UnicodeEncodeError:  # a path that is not UTF-8, on a strict stream: escape what it cannot take
+            sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr itself cannot be written: the exit code still tells
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's own flush at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _os_error(exc: OSError) -> str:
+    """The error line for an OSError that reached the top: the system refused a read or a write (a full
+    disk, /dev/full, a read-only file system, a path through a file). Never a bug of ours to report."""
+    from ..files import OUTPUT_ERRNOS, os_error_text
+
+    reason = os_error_text(exc)
+    try:
+        sys.stdout.flush()
+        stdout_ok = True
+    except (OSError, ValueError):
+        stdout_ok = False
+    # Files we open carry their name in the error; a nameless write error comes from an output stream.
+    if not stdout_ok or (exc.filename is None and exc.errno in OUTPUT_ERRNOS):
+        _silence_stdout()
+        return f"cannot write the output: {reason} — free some space, or send the output elsewhere"
+    where = f" {str(exc.filename)[:200]}" if exc.filename is not None else ""
+    return f"cannot read or write{where}: {reason} — check the path, its permissions and the free space"
+
+
+def _escape_what_stdout_cannot_encode() -> None:
+    """File names that are not UTF-8 reach Python as surrogate escapes; printed on a strict stdout (``info``,
+    ``config path``, JSON records) they would fail. Written as ``\\udcXX`` escapes instead, as stderr
+    always does (inside JSON strings such an escape reads back as the same name). Generated text is
+    always valid UTF-8, so it is unchanged."""
+    if getattr(sys.stdout, "errors", None) != "strict":
+        return
+    try:
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
     debug = os.environ.get("LLMBUILDER_DEBUG", "") not in ("", "0")
+    _escape_what_stdout_cannot_encode()
     command = typer.main.get_command(app)
     try:
         result = command.main(
             args=list(argv) if argv is not None else sys.argv[1:], prog_name="llmbuilder", standalone_mode=False
         )
+        sys.stdout.flush()  # a write that fails (a full disk) fails here, not in the interpreter's exit
         return result if isinstance(result, int) else 0
     except LLMBuilderError as exc:
         if debug:
@@ -137,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(_os_error(exc))
+        return EXIT_USAGE
     except BaseException as exc:  # Click usage errors, a native library's panic, and anything unexpected
         if not isinstance(exc, Exception):
             if type(exc).__name__ != "PanicException":  # SystemExit and the like pass through

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..errors import ConfigError, UsageError
+from ..files import user_path
 from .completion import complete_profile, complete_setting_key, complete_setting_value
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def _stored(key: str, text: str) -> Any:
 
     value = st.parse_value(key, text)
     if key in ("model", "tokenizer") and value != "demo":
-        p = Path(value).expanduser()
+        p = user_path(value)
         try:
             found = p.exists()
         except OSError as exc:  # e.g. a name longer than the system allows

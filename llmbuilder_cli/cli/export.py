@@ -3,12 +3,14 @@
 Serving engines (vLLM, TGI, transformers, conversion scripts for llama.cpp) read that layout, so a model
 trained with llmbuilder can be served by them. The work is done by ``engine/export_hf.py``, imported only
 when the command runs (``--help`` never imports torch). Progress and the list of written files go to
-stderr; stdout stays empty.
+stderr; stdout stays empty. What ``--force`` may replace, and how failures to write are reported, is
+decided in the engine module (see its docstring).
 """
 
 # No `from __future__ import annotations`: with it Typer compiles every option's annotation from a
 # string, several times, on each start of the program (see app.py).
 
+import os
 import sys
 from enum import Enum
 from typing import Annotated, Optional
@@ -39,8 +41,17 @@ def _size(n: int) -> str:
 
 
 def _quote(path: str) -> str:
+    """``path`` as a shell word; bytes that are not UTF-8 (surrogate escapes here) in bash's $'\\xNN' form."""
+    if any("\udc80" <= c <= "\udcff" for c in path):
+        raw = os.fsencode(path)
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else f"\\x{b:02x}" for b in raw) + "'"
     safe = all(c.isalnum() or c in "/._-+:@%" for c in path)
     return path if safe and path else "'" + path.replace("'", "'\\''") + "'"
+
+
+def _shown(path: object) -> str:
+    """A path for the messages: bytes that are not UTF-8 written as \\xNN, so any stream can take it."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 @export_app.command("hf")
@@ -59,7 +70,9 @@ def hf_command(
         Optional[int],
         typer.Option("--num-heads", help="Attention heads, only for old checkpoints that do not record them.", min=1),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists and is not empty.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out if it holds a previous export (never any other files).")
+    ] = False,
     dtype: Annotated[
         ExportDType, typer.Option("--dtype", help="Stored weight type (float32 keeps the weights exact).")
     ] = ExportDType.float32,
@@ -67,7 +80,12 @@ def hf_command(
     """Write MODEL as a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json, ...).
 
     The result loads with transformers' GPT2LMHeadModel and can be served by engines such as vLLM or TGI.
-    A SentencePiece tokenizer is converted to tokenizer.json with the same token ids.
+    A SentencePiece tokenizer is converted to tokenizer.json with the same token ids. Files get the
+    usual permissions (0666 less your umask).
+
+    Every export holds llmbuilder_export.json, which marks it as one: --force replaces only such a
+    directory, and only when it holds nothing else, so the model's own directory, its parent or files you
+    added are never deleted (exit 2). A disk that is full or read-only is exit 2 too, leaving nothing behind.
 
     Examples:
 
@@ -92,7 +110,7 @@ def hf_command(
     err.write(f"tokenizer: {report.tokenizer}\n")
     width = max(len(n) for n in report.files)
     for name, size in report.files.items():
-        err.write(f"  {report.out_dir / name}{' ' * (width - len(name))}  {_size(size)}\n")
+        err.write(f"  {_shown(report.out_dir / name)}{' ' * (width - len(name))}  {_size(size)}\n")
     for note in report.notes:
         err.write(f"note: {note}\n")
     err.write(f"serve it with: vllm serve {_quote(str(report.out_dir))}\n")

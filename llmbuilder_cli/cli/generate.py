@@ -40,7 +40,15 @@ P_MODES = "Modes"
 
 
 def _read_stdin_prompt() -> str:
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    from ..files import read_stream_bounded
+
+    hint = "pipe at most that much text, or use --prompt"
+    if sys.stdin is None:
+        raise UsageError("there is no standard input to read", hint="pass --prompt TEXT")
+    if hasattr(sys.stdin, "buffer"):
+        data = read_stream_bounded(sys.stdin.buffer, "standard input", hint)
+    else:
+        data = read_stream_bounded(sys.stdin, "standard input", hint).encode("utf-8")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

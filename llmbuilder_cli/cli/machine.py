@@ -5,6 +5,11 @@ Each object is `llmbuilder_cli.api.generation_record`: the generation (prompt, t
 reason, stats), the effective config and the model identity (with sha256). Batch lines also carry
 ``line`` (the prompt's line in the file) and ``id`` when the line gave one. Lines are written and
 flushed as each prompt finishes, so a CI log shows progress and a crash keeps finished results.
+
+A batch prompt that fails while running (e.g. a prompt that is empty after tokenization, a chat template
+that cannot render it) does not stop the batch: its line is an error object ``{"line", "id", "prompt",
+"error": {"message", "hint", "exit_code"}}``, the same error goes to stderr naming the line, the other
+prompts run, and the run exits with `EXIT_PARTIAL` (4).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, LLMBuilderError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..batch import PromptSpec
@@ -95,15 +100,25 @@ def run_batch(
     model = api.model_identity(loaded)
     t0 = time.perf_counter()
     tokens = 0
+    failed: list[int] = []
     for done, spec in enumerate(specs):
+        head = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
         try:
             result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs, chat)
         except KeyboardInterrupt:  # between prompts, before this one produced anything
             sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts.\n")
             return EXIT_INTERRUPTED
-        if done == 0:
-            result.stats.load_s = loaded.load_s  # the load is charged to the first prompt
-        record = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
+        except LLMBuilderError as exc:  # this prompt only: say which line, and go on with the next
+            failed.append(spec.line)
+            error = {"message": f"prompts file line {spec.line}: {exc.message}", "hint": exc.hint,
+                     "exit_code": exc.exit_code}
+            _write(sys.stdout, {**head, "prompt": spec.prompt, "error": error}, indent=None)
+            sys.stderr.write(f"Error: prompts file line {spec.line}: {exc.one_line()}\n")
+            sys.stderr.flush()
+            continue
+        if done == len(failed):
+            result.stats.load_s = loaded.load_s  # the load is charged to the first prompt that ran
+        record = dict(head)
         record.update(api.generation_record(result, spec.config, model))
         _write(sys.stdout, record, indent=None)
         tokens += result.stats.new_tokens
@@ -112,5 +127,7 @@ def run_batch(
             return EXIT_INTERRUPTED
     if not quiet:
         seconds = time.perf_counter() - t0
-        sys.stderr.write(f"[{len(specs)} prompts · {tokens} tokens · {seconds:.1f} s]\n")
-    return EXIT_OK
+        lines = ", ".join(map(str, failed[:10])) + (", …" if len(failed) > 10 else "")
+        fails = f" · {len(failed)} failed (line{'s' if len(failed) > 1 else ''} {lines})" if failed else ""
+        sys.stderr.write(f"[{len(specs)} prompts{fails} · {tokens} tokens · {seconds:.1f} s]\n")
+    return EXIT_PARTIAL if failed else EXIT_OK

@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ..config import FIELD_GUIDE, MAX_SCALE, MIN_TEMPERATURE, TEMPERATURE_PRESETS, GenerationConfig
 from ..errors import LLMBuilderError
+from ..files import user_path
 from .. import settings as st
 
 __all__ = ["Asker", "WizardResult", "run_wizard", "equivalent_argv", "next_time_command", "stop_from_text",
@@ -301,7 +302,7 @@ def run_wizard(
                        busy="Reading the tokenizer…").strip()
         tinfo = seen[(model, tok)].get("tokenizer", {})
         ask.say(f"  tokenizer: {tinfo.get('kind', '?')}, {tinfo.get('vocab_size', '?')} tokens")
-        values["tokenizer"] = str(Path(tok).expanduser().resolve())
+        values["tokenizer"] = str(user_path(tok).resolve())
 
     # -- mode ------------------------------------------------------------------------------------
     mode = ask.select("What do you want to do?", [(label, key) for key, label in MODES.items()], default="prompt")
@@ -311,12 +312,12 @@ def run_wizard(
                                  validate=lambda t: None if t.strip() else "the prompt cannot be empty")
     elif mode == "batch":
         def check_file(text: str) -> str | None:
-            p = Path(text.strip()).expanduser()
+            p = user_path(text.strip())
             return None if p.is_file() else f"no such file: {p}"
 
         ask.say("A prompts file has one prompt per line, or JSON lines with \"prompt\" and optional "
                 "per-prompt settings.", style="dim")
-        result.prompts_file = str(Path(ask.path("Prompts file:", validate=check_file).strip()).expanduser().resolve())
+        result.prompts_file = str(user_path(ask.path("Prompts file:", validate=check_file).strip()).resolve())
     else:
         system = ask.text("System text that opens the chat (empty = none):", default=str(values.get("system") or ""))
         values["system"] = system.strip() or None

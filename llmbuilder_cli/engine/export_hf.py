@@ -24,13 +24,21 @@ SentencePiece ``tokenizer.model`` is converted by ``sp_convert.py``), ``tokenize
 no post-processor that adds them and says ``add_bos_token: false``.
 
 Everything is written to a temporary directory beside ``out_dir`` and renamed into place at the end, so
-a failure never leaves a half-written export behind.
+a failure never leaves a half-written export behind. Every export also holds ``llmbuilder_export.json``
+(`MARKER`: the tool, its version, the source model), written first: it is how ``overwrite`` (``--force``)
+recognises a previous export, the only kind of directory it replaces. A directory holding anything else
+(the source model, a tokenizer, checkpoints, unrelated files) is refused. Temporary directories left by a
+killed export (``.NAME.tmp-PID-XXXXXXXX`` beside ``out_dir``, holding the marker, PID no longer running)
+are removed by the next export into the same parent directory. Files get the permissions of any file the
+user writes (``0666`` less the umask), and failures to write (read-only or full disk, no permission) are
+`UsageError`s naming ``out_dir``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -40,15 +48,22 @@ from typing import Any, Mapping
 
 import torch
 
+from .._version import __version__
 from ..config import GenerationConfig
 from ..errors import ModelLoadError, TokenizerError, UsageError
+from ..files import os_error_text, user_path
 from .loading import head_is_tied, model_format, read_checkpoint, resolve_model_file, tokenizer_path_for
 from .models.llmbuilder_gpt import LAYER_NORM_EPS, GPTConfig
 from .sp_convert import convert_sentencepiece, read_sentencepiece_model
 from .tokenizer import resolve_tokenizer_file
 
-__all__ = ["EXPORT_DTYPES", "ExportReport", "export_hf", "gpt2_state_dict", "gpt2_config"]
+__all__ = ["EXPORT_DTYPES", "EXPORT_FILES", "MARKER", "ExportReport", "export_hf", "gpt2_state_dict", "gpt2_config"]
 
+#: The file every export holds, written first; ``--force`` replaces only directories that hold it.
+MARKER = "llmbuilder_export.json"
+#: Every file an export may hold, in the order the report lists them.
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", MARKER)
 #: --dtype values of the export (the weights are stored in this dtype; llmbuilder computes in float32).
 EXPORT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -205,7 +220,11 @@ def _from_sentencepiece(file: Path) -> _TokenizerExport:
 
     model = read_sentencepiece_model(file)
     tok = convert_sentencepiece(model)
-    sp = spm.SentencePieceProcessor(model_file=str(file))
+    try:  # from the bytes: sentencepiece cannot open a path that is not valid UTF-8
+        sp = spm.SentencePieceProcessor(model_proto=file.read_bytes())
+    except Exception as exc:  # OSError, or sentencepiece's RuntimeError with C++ text
+        raise TokenizerError(f"cannot read SentencePiece model {file}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                             hint="pass llmbuilder's tokenizer directory (it holds tokenizer.model)") from None
     bad = [t for t in _CHECK_TEXTS if tok.encode(t).ids != list(sp.encode(t))]
     notes = []
     if bad:
@@ -305,14 +324,55 @@ def _tokenizer_config(t: _TokenizerExport, block_size: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a directory", hint="choose another --out directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+_FORCE_HINT = ("--force replaces only a directory written by 'llmbuilder export hf' (it holds " + MARKER + "); "
+               "choose another --out directory")
+
+
+def _write_failed(out: Path, reason: str) -> UsageError:
+    return UsageError(f"cannot write the export to {out}: {reason}",
+                      hint="check free space and permissions, or choose another --out directory")
+
+
+def _io_failure(exc: BaseException) -> str | None:
+    """Why a write failed, when ``exc`` is the system refusing it: an OSError, or safetensors' own error
+    class wrapping one (``I/O error: No space left on device (os error 28)``); None for anything else."""
+    if isinstance(exc, OSError):
+        return os_error_text(exc)
+    m = re.search(r"\(os error (\d+)\)", str(exc)) if type(exc).__name__ == "SafetensorError" else None
+    return os.strerror(int(m.group(1))) if m else None
+
+
+def _is_previous_export(entries: list[Path]) -> bool:
+    names = {e.name for e in entries}
+    return MARKER in names and all(e.name in EXPORT_FILES and e.is_file() and not e.is_symlink() for e in entries)
+
+
+def _check_out_dir(out: Path, overwrite: bool, sources: tuple[Path, ...] = ()) -> None:
+    """Refuse an ``out`` that is a file, a non-empty directory (without ``overwrite``), or anything but a
+    previous export (with it); never one that holds a source file."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} exists and is not a directory", hint="choose another --out directory")
+        entries = sorted(out.iterdir()) if out.is_dir() else []
+    except OSError as exc:
+        raise UsageError(f"cannot use {out} as the export directory: {os_error_text(exc)}",
+                         hint="choose another --out directory") from None
+    for src in sources:
+        if src == out or out in src.parents:
+            raise UsageError(f"{out} holds the model or tokenizer being exported ({src})",
+                             hint="choose an --out directory outside the model's files")
+    if not entries:
+        return
+    if not overwrite:
         raise UsageError(
             f"{out} already exists and is not empty",
-            hint="choose another --out directory, or pass --force to replace it",
+            hint="choose another --out directory, or pass --force to replace a previous export",
         )
+    if not _is_previous_export(entries):
+        others = [e.name + ("/" if e.is_dir() else "") for e in entries if e.name not in EXPORT_FILES or not e.is_file()]
+        what = (f"it holds {', '.join(others[:4])}{', …' if len(others) > 4 else ''}" if others
+                else f"it has no {MARKER}")
+        raise UsageError(f"{out} is not a previous export, so --force does not replace it ({what})", hint=_FORCE_HINT)
 
 
 def _refuse_other_formats(file: Path) -> None:
@@ -335,6 +395,49 @@ def _sibling(out: Path, tag: str) -> Path:
     return out.parent / f".{out.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+_STALE = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, OSError):
+        return True  # someone else's process, or a pid this system cannot name: leave its files alone
+    return True
+
+
+def _remove_export(d: Path) -> None:
+    """Delete an export directory, the marker last (so a half-deleted one is still recognised)."""
+    for e in d.iterdir():
+        if e.name != MARKER:
+            e.unlink()
+    (d / MARKER).unlink(missing_ok=True)
+    d.rmdir()
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove what killed exports left in ``parent``: hidden ``.NAME.tmp-PID-…`` / ``.NAME.old-PID-…``
+    directories holding only export files and the marker, whose process no longer runs."""
+    try:
+        candidates = [e for e in parent.iterdir() if _STALE.match(e.name)]
+    except OSError:
+        return
+    for d in candidates:
+        m = _STALE.match(d.name)
+        try:
+            if d.is_symlink() or not d.is_dir() or _running(int(m.group(1))):
+                continue
+            entries = list(d.iterdir())
+            if MARKER in {e.name for e in entries} and _is_previous_export(entries):
+                _remove_export(d)
+        except OSError:
+            continue
+
+
 def _place(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` directory to ``out``, replacing an existing one only at the last moment."""
     if not out.exists():
@@ -347,7 +450,17 @@ def _place(tmp: Path, out: Path) -> None:
     except OSError:
         os.replace(old, out)  # put the previous export back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        _remove_export(old) if old.is_dir() and (old / MARKER).exists() else old.rmdir()
+    except OSError:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0666 less the umask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def export_hf(
@@ -364,15 +477,21 @@ def export_hf(
     ``tokenizer_path``: llmbuilder's tokenizer directory, its ``tokenizer.model`` or a ``tokenizer.json``
     (default: the ``tokenizer/`` directory beside the model). ``dtype``: the stored weight dtype
     (``float32`` keeps the exact weights; ``float16``/``bfloat16`` halve the size and round them).
-    An existing non-empty ``out_dir`` is refused unless ``overwrite``; nothing is changed before the
-    export is complete.
+    An existing non-empty ``out_dir`` is refused; with ``overwrite`` a previous export (a directory that
+    holds `MARKER` and export files only) is replaced, anything else still refused. Nothing is changed
+    before the export is complete. Failures to write are `UsageError`s (exit 2) that name ``out_dir``.
     """
     t0 = time.perf_counter()
     if out_dir is None or str(out_dir) == "":
         raise UsageError("no output directory given", hint="pass --out DIR")
     if dtype not in EXPORT_DTYPES:
         raise UsageError(f"unknown export dtype {dtype!r}", hint="use float32, float16 or bfloat16")
-    out = Path(out_dir).expanduser()
+    text = os.fspath(out_dir)
+    if "\0" in text:
+        raise UsageError("the output directory name holds a NUL byte", hint="pass another --out DIR")
+    out = Path(os.path.realpath(user_path(text)))  # through links: the directory the files will land in
+    if out.parent == out:
+        raise UsageError(f"cannot export to {out}", hint="pass a new directory as --out DIR")
     _check_out_dir(out, overwrite)
 
     file = resolve_model_file(model_path)
@@ -380,6 +499,8 @@ def export_hf(
     tokenizer_path = tokenizer_path_for(file, tokenizer_path)
     config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
     tok_file = resolve_tokenizer_file(tokenizer_path)
+    sources = (Path(os.path.realpath(file)), Path(os.path.realpath(tok_file)))
+    _check_out_dir(out, overwrite, sources)
     tok = _from_sentencepiece(tok_file) if tok_file.suffix == ".model" else _from_tokenizer_json(tok_file)
     if tok.vocab_size > config.vocab_size:
         raise TokenizerError(
@@ -397,25 +518,38 @@ def export_hf(
         "special_tokens_map.json": {k: v for k, v in tok.specials.items() if v is not None},
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    marker = {"written_by": "llmbuilder-cli", "version": __version__, "source": str(sources[0]),
+              "tokenizer": str(sources[1]), "dtype": dtype}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_failed(out, os_error_text(exc)) from None
+    _sweep_stale(out.parent)
     tmp = _sibling(out, "tmp")
-    tmp.mkdir()  # mode from the umask, like any directory the user creates
+    try:
+        tmp.mkdir()  # mode from the umask, like any directory the user creates
+    except OSError as exc:
+        raise _write_failed(out, os_error_text(exc)) from None
     try:
         from safetensors.torch import save_file
 
+        # The marker first: a killed export's directory is recognised by it (ASCII: any path can be written).
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(tmp / "model.safetensors", _file_mode())  # safetensors creates it 0600
         for name, data in files.items():
             _write_json(tmp / name, data)
         (tmp / "tokenizer.json").write_text(tok.tokenizer_json + "\n", encoding="utf-8")
         if tok.chat_template:
             (tmp / "chat_template.jinja").write_text(tok.chat_template, encoding="utf-8")
-        _check_out_dir(out, overwrite)  # still free? (another process may have written there meanwhile)
-        order = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"]
-        sizes = {n: (tmp / n).stat().st_size for n in order if (tmp / n).is_file()}
+        _check_out_dir(out, overwrite, sources)  # still free? (another process may have written there meanwhile)
+        sizes = {n: (tmp / n).stat().st_size for n in EXPORT_FILES if (tmp / n).is_file()}
         _place(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = _io_failure(exc)
+        if reason is not None:
+            raise _write_failed(out, reason) from None
         raise
 
     summary = {

@@ -39,6 +39,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ModelLoadError, OutOfMemoryError, TokenizerError, UsageError
+from ..files import user_path
 from . import hf_dir
 from .kernels import QUANTIZATIONS, fuses_layers
 from .limits import check_finite, check_memory, human_bytes
@@ -281,7 +282,7 @@ def model_format(path: Path) -> str:
 def resolve_model_file(path: str | Path) -> Path:
     """What ``path`` names: a model file itself, a Hugging Face model directory (returned as is), or the
     model inside a run directory (llmbuilder's files first; else a single ``.pt`` or ``.gguf`` file)."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     try:
         p.stat()
     except FileNotFoundError:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from ..errors import TokenizerError, UsageError
+from ..files import user_path
 
 __all__ = [
     "Tokenizer",
@@ -311,7 +312,7 @@ def _first_line(exc: BaseException) -> str:
 def resolve_tokenizer_file(path: str | Path) -> Path:
     """The tokenizer file for ``path``, in llmbuilder-compatible order:
     directory with tokenizer.model → directory with tokenizer.json → a .model file → a .json file."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     try:
         p.stat()
     except FileNotFoundError:

@@ -37,6 +37,7 @@ from typing import Any, Callable, NamedTuple, Protocol, TextIO
 
 from .config import FIELD_HELP, GenerationConfig, field_key, parse_field_value
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
+from .files import read_bounded, user_path
 from .paths import write_text_atomic
 from .terminal_text import for_stream, wrap_for
 from .types import GenerationStats, StreamChunk, footer_text
@@ -178,11 +179,12 @@ def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig
 
 def load_transcript(path: Path) -> Transcript:
     """System text, settings and exchanges from a JSON transcript written by /save."""
+    if not path.exists():
+        raise UsageError(f"no such file: {path}", hint="give the path of a transcript saved with /save")
+    raw = read_bounded(path, "the transcript", "give a transcript saved with /save FILE.json")  # /dev/zero too
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}", hint="give the path of a transcript saved with /save") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", hint="give a transcript saved with /save FILE.json") from None
     except ValueError:
         raise UsageError(f"{path} is not JSON", hint="only .json transcripts can be loaded (.md is for reading)") from None
@@ -466,7 +468,7 @@ def run_chat(
                 say("usage: /save FILE.json   or   /save FILE.md")
                 return True
             try:
-                save_transcript(Path(arg).expanduser(), conv, state.config, mode=state.mode,
+                save_transcript(user_path(arg), conv, state.config, mode=state.mode,
                                 keep_context=bool(getattr(conv, "keep_context", False)))
             except LLMBuilderError as exc:
                 say(f"Error: {exc.one_line()}")
@@ -479,7 +481,7 @@ def run_chat(
                 say("usage: /load FILE.json")
                 return True
             try:
-                saved = load_transcript(Path(arg).expanduser())
+                saved = load_transcript(user_path(arg))
             except (LLMBuilderError, ConfigError) as exc:
                 say(f"Error: {exc.one_line()}")
             else:

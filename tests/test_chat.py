@@ -350,3 +350,12 @@ def test_completion_of_commands_and_set_keys():
     assert words("/by") == ["/bye"] and words("/sys") == ["/system"]
     assert words("/set max") == ["max_new_tokens"] and words("/set TOP_") == ["top_k", "top_p"]
     assert words("/set top_k 5") == [] and words("hello /se") == []
+
+
+def test_save_and_load_refuse_unknown_users_and_endless_files(tiny_loaded):
+    conv = Conversation(tiny_loaded)
+    code, _, err = chat(conv, "/save ~nosuchuser12345/chat.json\n/load ~nosuchuser12345/chat.json\n"
+                              "/load /dev/zero\n/stats\n")
+    assert code == 0 and "Traceback" not in err
+    assert err.count("there is no user 'nosuchuser12345'") == 2
+    assert "is larger than 64 MiB" in err

@@ -1,9 +1,14 @@
-"""The ``llmbuilder`` console script: the CLI, plus the signals that can arrive before or during it.
+"""The ``llmbuilder`` console script: the CLI, plus the signals that can arrive before, during and after it.
 
 Ctrl-C while Python is still importing the CLI (typer, rich) would otherwise print a traceback, so the
 import happens inside the guard. SIGTERM (``kill``, a CI job's timeout) unwinds like Ctrl-C: the live
 display restores the terminal, text already printed stays, and the process says ``Terminated.`` and
 exits with 143 (128 + 15), the code shells use for it.
+
+Once the exit code is known, the way out is guarded (`interrupts.ExitPath`): a second Ctrl-C or a SIGTERM
+arriving while the process flushes its output and Python and torch clean up is noted, never raised, so it
+cannot print a traceback from the middle of that cleanup. The exit code stays 130 or 143 after an
+interrupt; a run that was ending normally reports the late signal's code instead.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import signal
 import sys
 
-__all__ = ["run", "EXIT_TERMINATED"]
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED
+from .interrupts import ExitPath
 
-EXIT_TERMINATED = 128 + 15
+__all__ = ["run", "EXIT_TERMINATED"]
 
 
 class Terminated(BaseException):
@@ -32,19 +38,38 @@ def _say(text: str) -> None:
         pass
 
 
+def _flush_stdout() -> None:
+    """Write out what stdout still buffers now, while a closed pipe can still be met quietly (Python's
+    own flush at exit would print "Exception ignored … BrokenPipeError" and exit 120)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from .cli.app import reader_went_away
+
+        reader_went_away()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def run() -> None:
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM handlers
         pass
+    way_out = ExitPath()
+    code = EXIT_INTERRUPTED
     try:
-        from .cli.app import main
+        try:
+            from .cli.app import main
 
-        code = main()
+            code = main()
+        finally:
+            way_out.begin()  # from here on a further Ctrl-C or SIGTERM is noted, not raised
     except KeyboardInterrupt:
         _say("\nInterrupted.\n")
-        code = 130
+        code = EXIT_INTERRUPTED
     except Terminated:
         _say("\nTerminated.\n")
         code = EXIT_TERMINATED
-    sys.exit(code)
+    _flush_stdout()
+    sys.exit(way_out.code(code))

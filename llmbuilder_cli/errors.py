@@ -10,6 +10,7 @@ Exit codes (documented in the README):
   2    usage error: bad option value, missing or empty prompt, invalid configuration
   3    the model or tokenizer could not be found, read or understood
   130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM), after restoring the terminal
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_LOAD",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "LLMBuilderError",
     "ConfigError",
     "UsageError",
@@ -32,7 +34,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_LOAD = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process Ctrl-C ended
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class LLMBuilderError(Exception):

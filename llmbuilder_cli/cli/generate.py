@@ -117,6 +117,15 @@ def _chat_sources(resolved) -> dict[str, str]:
     return out
 
 
+def _threads_value(value: Optional[str]):
+    """``--threads``: 'auto' or a whole number, checked as a saved setting is (same rule, same message)."""
+    if value is None:
+        return None
+    from ..settings import parse_value
+
+    return parse_value("threads", value)
+
+
 def _stdin_is_terminal() -> bool:
     try:
         return sys.stdin is None or sys.stdin.isatty()
@@ -130,7 +139,8 @@ def text_command(
         typer.Option(
             "--model",
             "-m",
-            help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt. "
+            help="The model: llmbuilder's model.pt, a trainer checkpoint or the run directory holding them; a "
+            "Hugging Face model directory (config.json + safetensors); or a GGUF file. "
             "Default: the built-in demo model ('demo').",
             rich_help_panel=P_MODEL,
             autocompletion=complete_model,
@@ -196,12 +206,14 @@ def text_command(
         ),
     ] = None,
     threads: Annotated[
-        Optional[int],
+        Optional[str],
         typer.Option(
             "--threads",
-            help="CPU threads. Default: 1 for small models (faster: no thread synchronisation), else torch's default.",
+            help="CPU threads: a number, or auto: 1 for models under 50M parameters (no thread synchronisation), "
+            "else the CPUs this process may use that other programs leave free.",
+            show_default="auto",
             rich_help_panel=P_MODEL,
-            min=1,
+            callback=_threads_value,
         ),
     ] = None,
     prompt: Annotated[
@@ -519,6 +531,10 @@ def text_command(
         echo = False
     else:
         stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
+    if loaded.device.type == "cpu":  # a note after the footer if other programs hold decoding up
+        from .busy_note import WatchedStream
+
+        stream = WatchedStream(stream, stream.stats.threads)
     block = loaded.block_size
     if not quiet and len(stream.prompt_ids) > block:
         sys.stderr.write(
@@ -527,7 +543,9 @@ def text_command(
         )
     if live:
         label = _model_label(model, loaded)
-        return _run_live(stream, label, block, echo=echo)
+        code = _run_live(stream, label, block, echo=echo)
+        _busy_note(stream, quiet)
+        return code
     from ..chat import write_stream
 
     out = sys.stdout
@@ -544,4 +562,11 @@ def text_command(
     if not quiet and last is not None:
         sys.stderr.write(footer_text(last, block) + "\n")
         sys.stderr.flush()
+    _busy_note(stream, quiet)
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
+
+
+def _busy_note(stream, quiet: bool) -> None:
+    report = getattr(stream, "report", None)  # a WatchedStream (CPU runs) says if decoding was held up
+    if report is not None:
+        report(quiet)

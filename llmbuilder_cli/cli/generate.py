@@ -99,11 +99,12 @@ def _run_live(stream, label: str, block: int, *, echo: bool) -> int:
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
 
 
-def show_demo_notice_once() -> None:
-    """Say on stderr, the first time only, that the built-in demo model is running and how to change it."""
+def show_demo_notice_once(named: bool = False) -> None:
+    """Say on stderr, the first time only, that the built-in demo model is running and how to change it
+    (``named``: the user asked for it with ``-m demo``)."""
     if paths.state_marker(demo.NOTICE_MARKER):
         return
-    sys.stderr.write(demo.notice() + "\n")
+    sys.stderr.write(demo.notice(named) + "\n")
     sys.stderr.flush()
     paths.set_state_marker(demo.NOTICE_MARKER)
 
@@ -212,6 +213,7 @@ def text_command(
             help="CPU threads: a number, or auto: 1 for models under 50M parameters (no thread synchronisation), "
             "else the CPUs this process may use that other programs leave free.",
             show_default="auto",
+            metavar="N|auto",
             rich_help_panel=P_MODEL,
             callback=_threads_value,
         ),
@@ -480,7 +482,7 @@ def text_command(
     if demo.is_demo_request(model):
         api.resolve_model_arg(model, tokenizer)  # a stray --tokenizer or a missing demo fails before the note
         if not quiet:
-            show_demo_notice_once()
+            show_demo_notice_once(named=model is not None)
 
     live = specs is None and not (as_json or as_jsonl or interactive) and use_live_display(plain=plain, quiet=quiet)
     def load():

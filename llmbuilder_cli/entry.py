@@ -5,10 +5,12 @@ import happens inside the guard. SIGTERM (``kill``, a CI job's timeout) unwinds 
 display restores the terminal, text already printed stays, and the process says ``Terminated.`` and
 exits with 143 (128 + 15), the code shells use for it.
 
-Once the exit code is known, the way out is guarded (`interrupts.ExitPath`): a second Ctrl-C or a SIGTERM
-arriving while the process flushes its output and Python and torch clean up is noted, never raised, so it
-cannot print a traceback from the middle of that cleanup. The exit code stays 130 or 143 after an
-interrupt; a run that was ending normally reports the late signal's code instead.
+Once the process is on its way out (the command returned, the first Ctrl-C reached the top, or a SIGTERM
+arrived), the way out is guarded (`interrupts.ExitPath`): a second Ctrl-C or SIGTERM arriving while the
+process unwinds, flushes its output and Python and torch clean up is noted, never raised, so it cannot
+print a traceback from the middle of that cleanup. After an interrupt the exit code is 130 or 143 (a
+SIGTERM that lands while a Ctrl-C is still unwinding ends it as a SIGTERM: ``Terminated.``, 143); a run
+that was ending normally reports the late signal's code instead.
 """
 
 from __future__ import annotations
@@ -24,10 +26,6 @@ __all__ = ["run", "EXIT_TERMINATED"]
 
 class Terminated(BaseException):
     """Raised by the SIGTERM handler (a BaseException, so no ``except Exception`` swallows it)."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
 
 
 def _say(text: str) -> None:
@@ -52,11 +50,16 @@ def _flush_stdout() -> None:
 
 
 def run() -> None:
+    way_out = ExitPath()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        way_out.begin(EXIT_TERMINATED)  # SIGTERM always ends the process: what follows is the way out
+        raise Terminated()
+
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, on_sigterm)
     except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM handlers
         pass
-    way_out = ExitPath()
     code = EXIT_INTERRUPTED
     try:
         try:
@@ -72,4 +75,4 @@ def run() -> None:
         _say("\nTerminated.\n")
         code = EXIT_TERMINATED
     _flush_stdout()
-    sys.exit(way_out.code(code))
+    sys.exit(way_out.finish(code))

@@ -8,11 +8,13 @@ catch-all and leave the extension half-loaded; the next import of it then fails 
 more than once per process" instead of a clean exit 130. Inside `deferred_interrupt` a Ctrl-C is only
 recorded, and raised as KeyboardInterrupt once the block is done.
 
-`ExitPath` guards the last steps of the process. Once the program has its exit code (the command returned,
-or the first Ctrl-C or SIGTERM reached the top), a further Ctrl-C or SIGTERM would otherwise raise inside
-whatever cleanup is running then (flushing, atexit hooks, torch's finalizers) and print a traceback. On the
-exit path such a signal is only noted, and decides the exit code if the program was not already ending
-because of a signal; a third one ends the process at once, in case cleanup is stuck.
+`ExitPath` guards the last steps of the process. Once the program is on its way out (the command returned,
+the first Ctrl-C reached the top, or a SIGTERM arrived), a further Ctrl-C or SIGTERM would otherwise raise
+inside whatever cleanup is running then (unwinding, flushing, atexit hooks, torch's finalizers) and print a
+traceback. On the exit path such a signal is only noted, and decides the exit code if the program was not
+already ending because of a signal; a third one ends the process at once, in case cleanup is stuck. For
+the interpreter's own teardown both signals are ignored (Python would otherwise restore their default
+action there, and a late Ctrl-C would kill the process instead of letting it exit with its code).
 Standard library only.
 """
 
@@ -22,7 +24,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -69,21 +71,35 @@ class ExitPath:
         self.received: list[int] = []
         self.planned: int | None = None
 
-    def begin(self) -> "ExitPath":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-                if signum is None:
-                    continue
-                try:
-                    signal.signal(signum, self._note)
-                except (ValueError, OSError):  # a platform without this signal's handler
-                    pass
+    def begin(self, planned: int | None = None) -> "ExitPath":
+        """Note SIGINT and SIGTERM from now on; ``planned``: the exit code already decided, if any."""
+        if planned is not None:
+            self.planned = planned
+        self._install(self._note)
         return self
+
+    def finish(self, planned: int) -> int:
+        """The exit code (see `code`); from now on, through Python's teardown, both signals are ignored."""
+        code = self.code(planned)
+        self._install(signal.SIG_IGN)
+        return code
+
+    @staticmethod
+    def _install(handler: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if signum is None:
+                continue
+            try:
+                signal.signal(signum, handler)
+            except (ValueError, OSError):  # a platform without this signal's handler
+                pass
 
     def _note(self, signum: int, frame: object) -> None:
         self.received.append(signum)
         if len(self.received) >= _PATIENCE:
-            os._exit(self.code(self.planned if self.planned is not None else signal_exit_code(signum)))
+            os._exit(self.planned if self.planned is not None else signal_exit_code(self.received[0]))
 
     def code(self, planned: int) -> int:
         self.planned = planned

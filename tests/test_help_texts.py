@@ -32,7 +32,7 @@ def test_root_help_lists_doctor_in_one_piece(capsys):
 
 def test_model_option_names_every_format(capsys):
     assert main(["generate", "text", "--help"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the help's lines, unwrapped
     for fmt in ("model.pt", "run directory", "Hugging Face", "GGUF"):
         assert fmt in out, fmt
 

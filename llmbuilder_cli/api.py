@@ -187,7 +187,8 @@ def load_model(
     ``tokenizer_path``: a directory with ``tokenizer.model`` or ``tokenizer.json``, or one of those files;
     by default the ``tokenizer/`` directory beside the model. ``num_heads`` is needed only for old
     checkpoints that do not record their configuration. ``threads`` sets torch's CPU thread count for
-    the whole process: a number, "auto" (1 for small models), or None to leave it alone. ``dtype``:
+    the whole process: a number, "auto" (1 for small models, else the CPUs other programs leave free; see
+    ``cpu_load.py``), or None to leave it alone. ``dtype``:
     "auto" (float32 on CPU and MPS; bfloat16, else float16, on CUDA), "float32", "bfloat16" or "float16".
     ``quantize``: None, "int8" or "int4" for weight-only quantization (Llama-family models: int8 reads
     about 4x less memory than float32 per token; int4, groups of 32 with torch's CPU kernel, decodes

@@ -60,10 +60,11 @@ def training_report() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def notice() -> str:
-    """What the CLI says on stderr the first time the demo runs."""
+def notice(named: bool = False) -> str:
+    """What the CLI says on stderr the first time the demo runs; ``named``: asked for as ``-m demo``."""
+    why = "" if named else "no model given, so "
     return (
-        "note: no model given, so this is llmbuilder-cli's built-in demo model (a small story writer, "
+        f"note: {why}this is llmbuilder-cli's built-in demo model (a small story writer, "
         "see 'llmbuilder info demo'). Use your own with --model PATH: llmbuilder's model.pt, a trainer "
-        "checkpoint, or the run directory that holds them."
+        "checkpoint or their run directory, a Hugging Face model directory, or a GGUF file."
     )

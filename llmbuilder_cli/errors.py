@@ -11,6 +11,7 @@ Exit codes (documented in the README):
   3    the model or tokenizer could not be found, read or understood
   4    a batch run (--prompts-file) finished, but some of its prompts failed (each has an error line)
   130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM), after restoring the terminal
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_LOAD",
     "EXIT_PARTIAL",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "LLMBuilderError",
     "ConfigError",
     "UsageError",
@@ -36,7 +38,8 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_LOAD = 3
 EXIT_PARTIAL = 4
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process Ctrl-C ended
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class LLMBuilderError(Exception):

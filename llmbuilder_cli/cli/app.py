@@ -22,7 +22,7 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_LOAD, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
-from .completion import complete_profile
+from .completion import COMPLETE_VAR, PROG_NAME, complete_profile
 from .config_cmd import config_app
 from .doctor import doctor_command
 from .export import export_app
@@ -67,7 +67,27 @@ def setup_command(
 
 def invoke(argv: Sequence[str]) -> int:
     """Run ``llmbuilder <argv>`` in this process (the wizard runs the command it built this way)."""
-    result = typer.main.get_command(app).main(args=list(argv), prog_name="llmbuilder", standalone_mode=False)
+    return run_command(list(argv))
+
+
+def run_command(args: list[str]) -> int:
+    """Parse and run one command line, letting every exception through to `main`.
+
+    Click's (Typer's) own ``main`` would turn Ctrl-C into a silent exit 130 and a closed stdout into exit 1
+    before `main` could say ``Interrupted.`` or stop quietly, so the context is made and invoked here with
+    Click's public calls. A shell-completion request still goes through Click's ``main``, which answers
+    it and exits. ``--help``, ``--version`` and ``typer.Exit`` end in their exit code.
+    """
+    command = typer.main.get_command(app)
+    if os.environ.get(COMPLETE_VAR):
+        return command.main(args=args, prog_name=PROG_NAME)  # pragma: no cover - answers, then exits
+    try:
+        with command.make_context(PROG_NAME, args) as ctx:
+            result = command.invoke(ctx)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except EOFError as exc:  # end of input at a prompt: what Click's main calls an abort
+        raise typer.Abort() from exc
     return result if isinstance(result, int) else 0
 
 
@@ -107,6 +127,23 @@ def _root(
     """Generate text with language models trained by llmbuilder."""
 
 
+def _help_for_no_arguments(exc: Exception) -> int:
+    """A command group given nothing to do shows its help (Typer's rich help has already printed it; plain
+    Click puts it in the message) and succeeds: asking what a command offers is not a mistake."""
+    text = exc.format_message() if hasattr(exc, "format_message") else ""
+    if text:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def reader_went_away() -> int:
+    """The reader of stdout went away (``| head``): stop quietly with exit code 0, as other Unix tools do.
+    stdout now points at the null device, so the text still buffered cannot fail again at exit."""
+    _silence_stdout()
+    return 0
+
+
 def _error(message: str) -> None:
     text = f"Error: {message}\n"
     try:
@@ -124,6 +161,7 @@ def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
 
@@ -164,13 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
     debug = os.environ.get("LLMBUILDER_DEBUG", "") not in ("", "0")
     _escape_what_stdout_cannot_encode()
-    command = typer.main.get_command(app)
     try:
-        result = command.main(
-            args=list(argv) if argv is not None else sys.argv[1:], prog_name="llmbuilder", standalone_mode=False
-        )
+        result = run_command(list(argv) if argv is not None else sys.argv[1:])
         sys.stdout.flush()  # a write that fails (a full disk) fails here, not in the interpreter's exit
-        return result if isinstance(result, int) else 0
+        return result
     except LLMBuilderError as exc:
         if debug:
             traceback.print_exc()
@@ -180,27 +215,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("\nInterrupted.\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return 0
+        return reader_went_away()
     except OSError as exc:
         if debug:
             traceback.print_exc()
         _error(_os_error(exc))
         return EXIT_USAGE
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):  # rich's console exits 1 itself when stdout closes
+            return reader_went_away()
+        raise
     except BaseException as exc:  # Click usage errors, a native library's panic, and anything unexpected
         if not isinstance(exc, Exception):
-            if type(exc).__name__ != "PanicException":  # SystemExit and the like pass through
+            if type(exc).__name__ != "PanicException":  # the like of SystemExit passes through
                 raise
             # A Rust library (tokenizers) panicked on what a file gave it: a tokenizer error, exit 3.
             detail = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
             _error(f"the tokenizer library crashed ({detail}) — the tokenizer file is damaged or hostile; "
                    "use the model's original tokenizer")
             return EXIT_LOAD
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group (`llmbuilder`, `llmbuilder config`)
+            return _help_for_no_arguments(exc)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # Click's ClickException family
             message = exc.format_message().replace("\n", " ")
             ctx = getattr(exc, "ctx", None)

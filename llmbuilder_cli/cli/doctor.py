@@ -614,8 +614,10 @@ def doctor_command(
         str, typer.Option("--dtype", help="Precision for the generation checks.", autocompletion=complete_dtype)
     ] = "auto",
 ) -> int:
-    """Check this installation and print what a bug report needs: versions, torch build, devices and
-    dtypes, settings, and whether the demo model loads and generates.
+    """Check this installation and print what a bug report needs.
+
+    The report: versions, torch build, devices and dtypes, settings, and whether the demo model loads and
+    generates.
 
     Exit code 0 when every check passed, 1 when one failed (the last line names it).
 

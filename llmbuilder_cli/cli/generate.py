@@ -125,11 +125,12 @@ class _ShownOnTerminal:
         self.out.flush()
 
 
-def show_demo_notice_once() -> None:
-    """Say on stderr, the first time only, that the built-in demo model is running and how to change it."""
+def show_demo_notice_once(named: bool = False) -> None:
+    """Say on stderr, the first time only, that the built-in demo model is running and how to change it
+    (``named``: the user asked for it with ``-m demo``)."""
     if paths.state_marker(demo.NOTICE_MARKER):
         return
-    sys.stderr.write(wrap_for(demo.notice(), sys.stderr) + "\n")
+    sys.stderr.write(wrap_for(demo.notice(named), sys.stderr) + "\n")
     sys.stderr.flush()
     paths.set_state_marker(demo.NOTICE_MARKER)
 
@@ -141,6 +142,15 @@ def _chat_sources(resolved) -> dict[str, str]:
     for key, src in resolved.sources.items():
         out[key] = short.get(src, src.split(" (")[0])
     return out
+
+
+def _threads_value(value: Optional[str]):
+    """``--threads``: 'auto' or a whole number, checked as a saved setting is (same rule, same message)."""
+    if value is None:
+        return None
+    from ..settings import parse_value
+
+    return parse_value("threads", value)
 
 
 def _stdin_is_terminal() -> bool:
@@ -156,7 +166,8 @@ def text_command(
         typer.Option(
             "--model",
             "-m",
-            help="Model file (llmbuilder's model.pt or a trainer checkpoint) or the run directory holding model.pt. "
+            help="The model: llmbuilder's model.pt, a trainer checkpoint or the run directory holding them; a "
+            "Hugging Face model directory (config.json + safetensors); or a GGUF file. "
             "Default: the built-in demo model ('demo').",
             rich_help_panel=P_MODEL,
             autocompletion=complete_model,
@@ -222,12 +233,15 @@ def text_command(
         ),
     ] = None,
     threads: Annotated[
-        Optional[int],
+        Optional[str],
         typer.Option(
             "--threads",
-            help="CPU threads. Default: 1 for small models (faster: no thread synchronisation), else torch's default.",
+            help="CPU threads: a number, or auto: 1 for models under 50M parameters (no thread synchronisation), "
+            "else the CPUs this process may use that other programs leave free.",
+            show_default="auto",
+            metavar="N|auto",
             rich_help_panel=P_MODEL,
-            min=1,
+            callback=_threads_value,
         ),
     ] = None,
     prompt: Annotated[
@@ -514,7 +528,7 @@ def text_command(
     if demo.is_demo_request(model):
         api.resolve_model_arg(model, tokenizer)  # a stray --tokenizer or a missing demo fails before the note
         if not quiet:
-            show_demo_notice_once()
+            show_demo_notice_once(named=model is not None)
 
     live = specs is None and not (as_json or as_jsonl or interactive) and use_live_display(plain=plain, quiet=quiet)
     def load():
@@ -568,6 +582,10 @@ def text_command(
         echo = False
     else:
         stream = api.stream_text(loaded, prompt=prompt, config=config, top_logprobs=n_probs)
+    if loaded.device.type == "cpu":  # a note after the footer if other programs hold decoding up
+        from .busy_note import WatchedStream
+
+        stream = WatchedStream(stream, stream.stats.threads)
     block = loaded.block_size
     if not quiet and len(stream.prompt_ids) > block:
         note = (f"note: the prompt has {len(stream.prompt_ids)} tokens but the model's context is {block}; "
@@ -575,7 +593,9 @@ def text_command(
         sys.stderr.write(wrap_for(note, sys.stderr) + "\n")
     if live:
         label = _model_label(model, loaded)
-        return _run_live(stream, label, block, echo=echo)
+        code = _run_live(stream, label, block, echo=echo)
+        _busy_note(stream, quiet)
+        return code
     from ..chat import write_stream
 
     out = _ShownOnTerminal(sys.stdout)
@@ -592,4 +612,11 @@ def text_command(
     if not quiet and last is not None:
         sys.stderr.write(wrap_for(footer_text(last, block), sys.stderr) + "\n")
         sys.stderr.flush()
+    _busy_note(stream, quiet)
     return EXIT_INTERRUPTED if cancelled else EXIT_OK
+
+
+def _busy_note(stream, quiet: bool) -> None:
+    report = getattr(stream, "report", None)  # a WatchedStream (CPU runs) says if decoding was held up
+    if report is not None:
+        report(quiet)

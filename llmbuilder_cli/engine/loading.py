@@ -38,6 +38,8 @@ from typing import Any, Mapping
 
 import torch
 
+from .. import cpu_load
+from ..cpu_load import SMALL_MODEL_PARAMETERS, AutoThreads
 from ..errors import ModelLoadError, OutOfMemoryError, TokenizerError, UsageError
 from ..files import user_path
 from . import hf_dir
@@ -65,9 +67,8 @@ __all__ = [
     "load",
 ]
 
-#: Below this many parameters a token's matrix products are small enough that extra CPU threads only
-#: add synchronisation (on 2-vCPU machines 2 threads were measured ~20x slower than 1): use one thread.
-SMALL_MODEL_PARAMETERS = 50_000_000
+#: torch's own thread count before any run changed it: the physical cores, or OMP_NUM_THREADS.
+_TORCH_THREADS = torch.get_num_threads()
 
 # Files tried, in order, when --model is a directory.
 _MODEL_FILES = (
@@ -240,10 +241,14 @@ def resolve_dtype(spec: str | None, device: torch.device) -> torch.dtype:
     return getattr(torch, text)
 
 
-def choose_threads(requested: int | str, num_parameters: int) -> int:
-    """CPU threads for generation: a requested count, or for "auto" 1 for small models, else torch's default."""
-    if requested == "auto":
-        return 1 if num_parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
+def choose_threads(requested: int | str | AutoThreads, num_parameters: int) -> int:
+    """CPU threads for generation: a requested count, or for "auto" what `cpu_load.auto_thread_count`
+    picks from the model's size, the CPUs this process may use and how busy they are now."""
+    if requested == "auto" or isinstance(requested, AutoThreads):
+        small = num_parameters < SMALL_MODEL_PARAMETERS
+        busy = None if small else cpu_load.busy_now(requested.since if isinstance(requested, AutoThreads) else None)
+        return cpu_load.auto_thread_count(num_parameters, cpus=cpu_load.usable_cpus(), ceiling=_TORCH_THREADS,
+                                          busy=busy)
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise UsageError(f"threads must be 'auto' or a whole number >= 1 (got {requested!r})", hint="use threads=1")
     limit = max_threads()
@@ -289,7 +294,7 @@ def resolve_model_file(path: str | Path) -> Path:
         pass  # reported below with the usual message
     except OSError as exc:  # a name too long, a loop of links, a path through a file, no permission
         raise ModelLoadError(f"cannot use the model path {str(p)[:120]!r}: {exc.strerror or exc}",
-                             hint="check the --model path") from None
+                             hint="check the model path") from None
     if p.is_file():
         if p.suffix in (".json", ".safetensors") and hf_dir.is_hf_dir(p.parent):
             return p.parent  # config.json or a weights file of a Hugging Face directory: the directory
@@ -316,7 +321,7 @@ def resolve_model_file(path: str | Path) -> Path:
         )
     if p.exists():
         raise ModelLoadError(f"{p} is not a regular file or directory", hint="pass a model file (.pt) with --model")
-    raise ModelLoadError(f"model not found: {p}", hint="check the --model path")
+    raise ModelLoadError(f"model not found: {p}", hint="check the model path")
 
 
 def tokenizer_path_for(model_file: Path, tokenizer_path: str | Path | None) -> str | Path:
@@ -819,7 +824,7 @@ def load(
 
     ``dtype``: ``auto`` (see `resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``, for every format.
     ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
-    picks one from the model size (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
+    picks one from the model size and the free CPUs (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
     ``quantize``: None, ``"int8"`` or ``"int4"``: weight-only quantization for Llama-family models
     (``engine/kernels.py``, ``engine/int4.py``);
     activations, norms and attention stay in ``dtype``.
@@ -828,6 +833,8 @@ def load(
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}",
                          hint="use int8 or int4 (weight-only, Llama-family models) or leave it off")
+    if threads == "auto":  # how busy the CPUs are is measured while the files are read
+        threads = AutoThreads(cpu_load.CpuUse.now())
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     path = resolve_model_file(model_path)

@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
+    "MODEL_PATH_HINT",
     "LLMBuilderError",
     "ConfigError",
     "UsageError",
@@ -40,6 +41,10 @@ EXIT_LOAD = 3
 EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process Ctrl-C ended
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+# The hint of a model path that does not exist. Commands that take the path as an option name it there
+# (``generate text`` says "check the --model path"); ``info`` takes it as an argument.
+MODEL_PATH_HINT = "check the model path"
 
 
 class LLMBuilderError(Exception):

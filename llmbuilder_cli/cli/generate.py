@@ -15,7 +15,7 @@ import typer
 
 from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, MODEL_PATH_HINT, ModelLoadError, UsageError
 from ..terminal_text import is_terminal, visible, wrap_for
 from ..types import StreamChunk, footer_text
 from .completion import (
@@ -532,8 +532,13 @@ def text_command(
 
     live = specs is None and not (as_json or as_jsonl or interactive) and use_live_display(plain=plain, quiet=quiet)
     def load():
-        return api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto",
-                              dtype=dtype, quantize=None if quantize == "none" else quantize)
+        try:
+            return api.load_model(model, tokenizer, device=device, num_heads=num_heads, threads=threads or "auto",
+                                  dtype=dtype, quantize=None if quantize == "none" else quantize)
+        except ModelLoadError as exc:
+            if exc.hint == MODEL_PATH_HINT:  # this command takes the path as --model: say where to look
+                exc.hint = "check the --model path"
+            raise
 
     if live or (interactive and use_live_display(plain=plain, quiet=quiet, stdout=sys.stderr)):
         from rich.console import Console

@@ -40,7 +40,7 @@ import torch
 
 from .. import cpu_load
 from ..cpu_load import SMALL_MODEL_PARAMETERS, AutoThreads
-from ..errors import ModelLoadError, OutOfMemoryError, TokenizerError, UsageError
+from ..errors import MODEL_PATH_HINT, ModelLoadError, OutOfMemoryError, TokenizerError, UsageError
 from ..files import user_path
 from . import hf_dir
 from .kernels import QUANTIZATIONS, fuses_layers
@@ -294,7 +294,7 @@ def resolve_model_file(path: str | Path) -> Path:
         pass  # reported below with the usual message
     except OSError as exc:  # a name too long, a loop of links, a path through a file, no permission
         raise ModelLoadError(f"cannot use the model path {str(p)[:120]!r}: {exc.strerror or exc}",
-                             hint="check the model path") from None
+                             hint=MODEL_PATH_HINT) from None
     if p.is_file():
         if p.suffix in (".json", ".safetensors") and hf_dir.is_hf_dir(p.parent):
             return p.parent  # config.json or a weights file of a Hugging Face directory: the directory
@@ -321,7 +321,7 @@ def resolve_model_file(path: str | Path) -> Path:
         )
     if p.exists():
         raise ModelLoadError(f"{p} is not a regular file or directory", hint="pass a model file (.pt) with --model")
-    raise ModelLoadError(f"model not found: {p}", hint="check the model path")
+    raise ModelLoadError(f"model not found: {p}", hint=MODEL_PATH_HINT)
 
 
 def tokenizer_path_for(model_file: Path, tokenizer_path: str | Path | None) -> str | Path:

@@ -250,7 +250,7 @@ def test_the_screen_while_models_are_read_refused_and_chosen(tmp_path, columns):
     missing = tmp_path / "no-such-folder-anywhere-on-this-disk" / "model.gguf"
     child = start(tmp_path, "setup", columns=columns, rows=30)
     answer(child, "Model:", CLEAR + str(missing) + "\r")
-    reason = f"model not found: {missing} — check the --model path"
+    reason = f"model not found: {missing} — check the model path"
     wait_screen(child, reason)  # the whole reason, wrapped to the width, under the question asked again
 
     def model_rows() -> list[str]:

@@ -31,7 +31,12 @@ _load = api.load_model
 def load_model(*args, **kwargs):
     loaded = _load(*args, **kwargs)
     open(os.environ["SLOW_LOAD_MARKER"], "w").close()
-    time.sleep(1800)  # a model that takes long to load: longer than five loads on a busy machine take
+    # A model that takes long to load (longer than five loads on a busy machine take), in short steps as
+    # real loading reads in chunks. One long sleep would be wrong: torch's worker threads can take a signal
+    # meant for the process (Linux hands it to another thread when the main one already has one pending),
+    # and Python runs its handlers only when the main thread's system call returns.
+    for _ in range(36000):
+        time.sleep(0.05)
     return loaded
 api.load_model = load_model
 '''

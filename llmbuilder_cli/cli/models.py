@@ -39,8 +39,10 @@ def _terminal(stream: Any) -> bool:
 def pull_command(
     model: Annotated[str, typer.Argument(help=_NAME_HELP, show_default=False)],
 ) -> int:
-    """Download a model into the local Hugging Face cache: its config, tokenizer and weights (safetensors, or the
-    one GGUF file chosen), with a progress bar. An interrupted pull continues when run again.
+    """Download a model into the local Hugging Face cache: config, tokenizer and weights (safetensors, or one GGUF).
+
+    Only what generation needs is fetched, with a progress bar on stderr; every new file is checked against the
+    hub's checksum. An interrupted pull continues when run again.
 
     Examples:
 

@@ -7,7 +7,8 @@ there is no HTTP code here.
 **Name or path.** A local path that exists always wins. Otherwise a *string* of the form ``ORG/NAME`` (one
 slash, each part a Hugging Face repository name: letters, digits, ``-``, ``_``, ``.``, not starting with
 ``.``), optionally followed by ``:FILE``, is a name. Anything else (``./org/name``, ``/abs``, ``~/x``,
-``a/b/c``, a ``pathlib.Path``) is a path. So ``./org/name`` always means the directory.
+``a/b/c``, ``run/model.pt`` and other file names, a ``pathlib.Path``) is a path. So ``./org/name`` always
+means the directory, and a missing ``run/model.pt`` is reported as a missing file.
 
 **Resolution is offline.** A name resolves to the snapshot of the cache's ``main`` ref (else its only, or
 newest, snapshot): the snapshot directory for a Hugging Face model (``config.json`` + safetensors, every
@@ -59,6 +60,9 @@ __all__ = [
 
 _PART = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}"
 _NAME = re.compile(rf"(?P<repo>{_PART}/{_PART})(?::(?P<file>[^:]+))?")
+
+#: A second part ending like a model or tokenizer file makes a path (``run/model.pt``), never a name.
+_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".gguf", ".safetensors", ".json", ".model")
 
 #: Files a generation reads besides the weights (each fetched when the repository has it).
 SMALL_FILES = (
@@ -114,6 +118,8 @@ def parse_name(text: Any) -> ModelName | None:
     if m is None:
         return None
     repo, file = m.group("repo"), m.group("file")
+    if repo.lower().endswith(_FILE_SUFFIXES):  # run/model.pt, out/model.gguf: a (missing) file, not a name
+        return None
     if ".." in repo or "--" in repo or any(p.endswith((".", "-")) for p in repo.split("/")):
         return None
     if file is not None and (file.startswith("/") or ".." in file.split("/")):

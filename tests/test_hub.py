@@ -95,7 +95,7 @@ def greedy_json(model: str, env: dict[str, str], cwd: Path | None = None) -> dic
     ("acme/tiny-gguf:tiny-Q8_0.gguf", ModelName("acme/tiny-gguf", "tiny-Q8_0.gguf")),
     ("acme/tiny-gguf:Q4_K_M", ModelName("acme/tiny-gguf", "Q4_K_M")),
     ("./acme/tiny", None), ("/acme/tiny", None), ("~/tiny", None), ("acme/tiny/model.pt", None),
-    ("run/model.pt", ModelName("run/model.pt")), ("acme", None), ("acme/../x", None), (".acme/x", None),
+    ("run/model.pt", None), ("out/tiny.gguf", None), ("acme/tiny.v2", ModelName("acme/tiny.v2")), ("acme", None), ("acme/../x", None), (".acme/x", None),
     ("acme/x:../../etc", None), ("demo", None), ("acme\\tiny", None),
 ])
 def test_what_is_a_name(text, name):
@@ -338,3 +338,46 @@ def test_rm_asks_on_a_terminal(hub, env, answer, deleted):
     child.close()
     assert child.exitstatus == (0 if deleted else 1)
     assert (Path(env["HF_HOME"]) / "hub" / "models--acme--big-gguf").exists() is not deleted
+
+
+# ----------------------------------------------------------------- a cache written by another program
+def hf_cache_entry(hf_home: Path, repo: str, files: dict[str, bytes], commit: str = "f" * 40) -> Path:
+    """A repository laid out as huggingface_hub's own downloads leave it (transformers, `hf download`):
+    blobs named by their ETag, the snapshot's files as relative links to them, refs/main naming the commit."""
+    storage = hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    snap = storage / "snapshots" / commit
+    (storage / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        etag = hashlib.sha256(data).hexdigest()
+        (storage / "blobs" / etag).write_bytes(data)
+        os.symlink(os.path.relpath(storage / "blobs" / etag, snap), snap / name)
+    return snap
+
+
+def test_a_model_another_program_downloaded_runs_by_name_and_completes(exported, tmp_path):
+    e = {**cli_env(), "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens
+    hf_cache_entry(tmp_path / "hf", "acme/tiny", {f: (exported / f).read_bytes() for f in NEEDED})
+    assert greedy_json("acme/tiny", e)["token_ids"] == greedy_json(str(exported), e)["token_ids"]
+    probe = "from llmbuilder_cli.cli.completion import complete_model; print(complete_model('ac'))"
+    r = subprocess.run([cli_cmd()[0], "-c", probe], env=e, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[('acme/tiny', 'huggingface, 913.2 KiB')]"
+
+
+def test_the_wizard_offers_downloaded_models_and_keeps_the_name(exported, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from test_wizard import wizard
+
+    hf_cache_entry(tmp_path / "hf", "acme/tiny", {f: (exported / f).read_bytes() for f in NEEDED})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    ask, r = wizard(["acme/nothing", "acme/tiny", "prompt", "Once", "greedy", "4", None, None, "", "run"])
+    assert "Downloaded models (by name): acme/tiny." in ask.said
+    assert ask.refused[0][2] == (f"acme/nothing is not in the local Hugging Face cache ({tmp_path / 'hf' / 'hub'}) — "
+                                 "download it with: llmbuilder pull acme/nothing (a local directory of that name: "
+                                 "write ./acme/nothing)")
+    assert "  tokenizer: the model's own (tokenizer.json): huggingface, 512 tokens" in ask.said  # not asked for
+    assert r.values["model"] == "acme/tiny"
+    assert r.argv[:4] == ["generate", "text", "-m", "acme/tiny"]

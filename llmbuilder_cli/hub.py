@@ -520,7 +520,8 @@ def pull(name: ModelName, *, progress: Callable[[str, int, int], Any] | None = N
          note: Callable[[str], Any] = lambda s: None) -> tuple[Path, list[str], int]:
     """Download what generation needs for ``name`` into the cache; returns (the path to load, the files
     fetched now, their bytes). ``progress(file, bytes_done_delta, file_total)`` is called as bytes arrive
-    (``file_total`` on the first call of each file, with delta 0). Offline: succeeds only for a model already
+    (first with delta 0, for each file not yet in the cache); ``note`` gets one line saying what the pull
+    holds. Offline: succeeds only for a model already
     complete in the cache."""
     if offline():
         try:
@@ -547,7 +548,7 @@ def pull(name: ModelName, *, progress: Callable[[str, int, int], Any] | None = N
             done.add(filename)
             before = (snap / filename).is_file()
             size = plan_sizes.get(filename, 0)
-            if progress is not None:
+            if progress is not None and not before:
                 progress(filename, 0, size)
             bar = _bar_class(lambda n: progress(filename, n, size) if progress is not None else None)
             path = Path(hf_hub_download(name.repo, filename, revision="main", tqdm_class=bar))

@@ -381,3 +381,26 @@ def test_the_wizard_offers_downloaded_models_and_keeps_the_name(exported, tmp_pa
     assert "  tokenizer: the model's own (tokenizer.json): huggingface, 512 tokens" in ask.said  # not asked for
     assert r.values["model"] == "acme/tiny"
     assert r.argv[:4] == ["generate", "text", "-m", "acme/tiny"]
+
+
+def test_pull_draws_a_progress_bar_per_file_on_a_terminal(hub, env):
+    import pexpect
+    import pyte
+
+    child = spawn_pty(cli_cmd()[0], cli_cmd("pull", "acme/tiny")[1:], env=env, encoding="utf-8", timeout=120,
+                      dimensions=(24, 100))
+    screen = pyte.Screen(100, 24)
+    pyte.Stream(screen).feed(child.read())
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    rows = [r.rstrip() for r in screen.display if r.strip()]
+    assert rows[0] == "acme/tiny: 6 files, 913.2 KiB"
+    bars = [r.split()[:3] for r in rows[1:7]]
+    assert bars == [
+        ["config.json", "━" * 40, "631/631"], ["generation_config.json", "━" * 40, "194/194"],
+        ["tokenizer.json", "━" * 40, "358.5/358.5"], ["tokenizer_config.json", "━" * 40, "240/240"],
+        ["special_tokens_map.json", "━" * 40, "72/72"], ["model.safetensors", "━" * 40, "553.6/553.6"],
+    ]
+    assert rows[7:] == ["Downloaded 6 files (913.2 KiB) of acme/tiny.",
+                        'Run it: llmbuilder generate text -m acme/tiny -p "..."']

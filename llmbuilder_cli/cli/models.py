@@ -56,7 +56,7 @@ def pull_command(
     bar = _Progress() if _terminal(sys.stderr) else None
     try:
         path, fetched, nbytes = hub.pull(name, progress=bar.advance if bar else None,
-                                         note=lambda s: sys.stderr.write(s + "\n") if bar is None else None)
+                                         note=lambda s: sys.stderr.write(s + "\n"))
     finally:
         if bar is not None:
             bar.stop()
@@ -69,14 +69,14 @@ def pull_command(
 
 
 class _Progress:
-    """One rich progress bar on stderr per file being downloaded."""
+    """One rich progress bar on stderr per file being downloaded (files already in the cache get none)."""
 
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
             TransferSpeedColumn
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                                   TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
                                   transient=False)
         self._progress.start()

@@ -463,9 +463,10 @@ def _errors(name: ModelName) -> Iterator[None]:
     except LLMBuilderError:
         raise
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DownloadError(f"no space left for {name} in {cache_dir()}",
-                                hint="free some space, or set HF_HUB_CACHE to a disk with room") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DownloadError(f"cannot write {name} into {cache_dir()}: {os_error_text(exc)}",
+                                hint="free some space, or set HF_HUB_CACHE to a disk with room; files already "
+                                "downloaded are kept") from None
         mapped = _hub_error(exc, name)
         if mapped is not None:
             raise mapped from None
@@ -566,14 +567,15 @@ def pull(name: ModelName, *, progress: Callable[[str, int, int], Any] | None = N
 
         plan_sizes = {s.rfilename: (s.lfs.size if s.lfs is not None else s.size) or 0 for s in info.siblings or []}
         plan = _plan(name, list(info.siblings or []), commit, fetch)
-        note(f"{name}: {len(plan.files)} files, {_size(sum(plan.sizes.get(f, 0) for f in plan.files))}")
+        note(f"{name}: {len(plan.files)} files, {size_text(sum(plan.sizes.get(f, 0) for f in plan.files))}")
         for f in plan.files:
             if f not in done:
                 fetch(f)
     return resolve_local(name, verb="llmbuilder pull"), fetched, total
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A size for people: ``1.5 GiB``, ``312.0 KiB``, ``12 bytes``."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -602,8 +604,3 @@ def _bar_class(on_bytes: Callable[[int], Any]) -> type:
             pass
 
     return _Bar
-
-
-def size_text(n: int) -> str:
-    """A size for people: ``1.5 GiB``, ``312.0 KiB``, ``12 bytes``."""
-    return _size(n)

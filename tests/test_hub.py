@@ -404,3 +404,21 @@ def test_pull_draws_a_progress_bar_per_file_on_a_terminal(hub, env):
     ]
     assert rows[7:] == ["Downloaded 6 files (913.2 KiB) of acme/tiny.",
                         'Run it: llmbuilder generate text -m acme/tiny -p "..."']
+
+
+def test_a_download_that_cannot_be_written_is_one_line(hub, env):
+    """A write the system refuses (here the file-size limit, EFBIG, as a full disk refuses with ENOSPC)."""
+    import resource
+    import signal
+
+    def small_files_only():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    r = subprocess.run(cli_cmd("pull", "acme/tiny"), env=env, capture_output=True, text=True, timeout=300,
+                       preexec_fn=small_files_only)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[1:] == [
+        f"Error: cannot write acme/tiny into {Path(env['HF_HOME']) / 'hub'}: File too large — free some space, or "
+        "set HF_HUB_CACHE to a disk with room; files already downloaded are kept"]
+    assert [p.name for p in blobs(env, "acme/tiny").iterdir() if p.name.endswith(".incomplete")] == []

@@ -107,11 +107,15 @@ def clear_model_cache() -> None:
 
 
 def resolve_model_arg(model_path: Any, tokenizer_path: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) paths to load: no model (or the name ``demo``) means the built-in demo model."""
+    """(model, tokenizer) paths to load: no model (or the name ``demo``) means the built-in demo model; a
+    Hugging Face name (``ORG/NAME``, ``ORG/NAME:FILE.gguf``) means its files in the local cache (hub.py)."""
     from . import demo
 
     if not demo.is_demo_request(model_path):
-        return model_path, tokenizer_path
+        from .hub import resolve_model
+
+        named = resolve_model(model_path)  # ORG/NAME from the local Hugging Face cache (a path that exists wins)
+        return (model_path if named is None else named), tokenizer_path
     if tokenizer_path not in (None, ""):
         from .errors import UsageError
 
@@ -132,14 +136,19 @@ def model_info(
     """Describe a model file without running it (what ``llmbuilder info`` shows), as a JSON-ready dict:
     architecture, parameters, layers, heads, context length, vocabulary, format, stored dtype, file size,
     sha256 and the tokenizer. None (or ``"demo"``) describes the built-in demo model, with its training
-    results under ``"demo"``."""
+    results under ``"demo"``; ``"name"`` is ``"demo"`` for it, the model name for ``ORG/NAME`` from the
+    Hugging Face cache, else None."""
     from . import demo
     with deferred_interrupt():
         from .engine.describe import describe
 
+    from .hub import name_for
+
     is_demo = demo.is_demo_request(model_path)
+    hub_name = None if is_demo else name_for(model_path)
     path, tok = resolve_model_arg(model_path, tokenizer_path)
-    out = {"name": demo.DEMO_NAME if is_demo else None, **describe(path, tok, num_heads=num_heads)}
+    name = demo.DEMO_NAME if is_demo else (str(hub_name) if hub_name is not None else None)
+    out = {"name": name, **describe(path, tok, num_heads=num_heads)}
     if is_demo:
         report = demo.training_report()
         results = report.get("results", {})

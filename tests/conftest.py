@@ -20,12 +20,16 @@ GREEDY_CASES = [c for c in REFERENCE["cases"] if not c["config"]["do_sample"]]
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_settings(tmp_path_factory):
-    """No test reads or writes the developer's own settings: a fresh LLMBUILDER_HOME for the run, and
-    no LLMBUILDER_* setting inherited from the environment (test-model locations are kept)."""
+    """No test reads or writes the developer's own settings: a fresh LLMBUILDER_HOME (and Hugging Face cache)
+    for the run, and no LLMBUILDER_* setting inherited from the environment (test-model locations are kept)."""
     for key in [k for k in os.environ if k.startswith("LLMBUILDER_")]:
         if not key.startswith(("LLMBUILDER_TEST", "LLMBUILDER_REQUIRE")):
             del os.environ[key]
     os.environ["LLMBUILDER_HOME"] = str(tmp_path_factory.mktemp("llmbuilder-home"))
+    # Models by name (ORG/NAME) come from the Hugging Face cache: an empty one, not the developer's.
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HF_ENDPOINT"):
+        os.environ.pop(key, None)
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
     yield
 
 

@@ -124,3 +124,22 @@ def test_no_engine_module_imports_upward():
         for bad in ("from ..api", "from ..cli", "from ..chat", "import typer", "import rich", "import questionary",
                     "from ...api", "from ...cli"):
             assert bad not in text, (f, bad)
+
+
+@pytest.mark.parametrize("argv, code", [(["list"], 0), (["list", "--json"], 0), (["pull", "acme/tiny"], 1),
+                                        (["rm", "acme/tiny", "--yes"], 3), (["pull", "--help"], 0)])
+def test_model_cache_commands_do_not_import_torch(argv, code, tmp_path):
+    """list, pull and rm read and write the Hugging Face cache without the engine (offline here: pull fails)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    probe = (
+        "from llmbuilder_cli.cli.app import main\n"
+        f"rc = main({argv!r})\n"
+        f"assert rc == {code}, rc\n"
+        "import sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
+    mods = roots(set(json.loads(out.strip().splitlines()[-1])))
+    assert not mods & set(HEAVY), mods & set(HEAVY)

@@ -28,6 +28,7 @@ from .doctor import doctor_command
 from .export import export_app
 from .generate import text_command
 from .info import info_command
+from .models import list_command, pull_command, rm_command
 
 app = typer.Typer(
     name="llmbuilder",
@@ -49,6 +50,9 @@ app.command("info")(info_command)
 app.add_typer(export_app, name="export")
 app.add_typer(config_app, name="config")
 app.command("doctor")(doctor_command)
+app.command("pull")(pull_command)
+app.command("list")(list_command)
+app.command("rm")(rm_command)
 
 
 @app.command("setup")

@@ -30,6 +30,7 @@ __all__ = [
     "SHELLS",
     "DEVICES",
     "complete_model",
+    "local_model_names",
     "complete_path",
     "complete_device",
     "complete_dtype",
@@ -137,8 +138,19 @@ def complete_path(incomplete: str) -> Candidates:
 
 
 def complete_model(incomplete: str) -> Candidates:
-    """``--model`` / MODEL: ``demo`` (the built-in model) or a file or directory."""
-    return _words_or_files([("demo", "the built-in demo model")], incomplete)
+    """``--model`` / MODEL: ``demo`` (the built-in model), a model of the local Hugging Face cache by name
+    (``ORG/NAME``, as ``llmbuilder list`` shows it), or a file or directory."""
+    return _words_or_files([("demo", "the built-in demo model"), *local_model_names()], incomplete)
+
+
+def local_model_names() -> Candidates:
+    """The runnable models of the local Hugging Face cache, as (name, "format, size") pairs."""
+    from ..hub import local_models, size_text
+
+    try:
+        return [(m.name, f"{m.format}, {size_text(m.size)}") for m in local_models()]
+    except Exception:  # a completion must never fail: a damaged cache simply offers nothing
+        return []
 
 
 def complete_device(incomplete: str) -> Candidates:

@@ -63,9 +63,15 @@ def _read_stdin_prompt() -> str:
 
 
 def _model_label(model: str | None, loaded) -> str:
-    """How the panel names the model: ``demo``, or the file with its directory (``run/model.pt``)."""
+    """How the panel names the model: ``demo``, its name (``ORG/NAME``), or the file with its directory
+    (``run/model.pt``)."""
+    from ..hub import name_for
+
     path = loaded.info.path
-    return demo.DEMO_NAME if demo.is_demo_request(model) else f"{path.parent.name}/{path.name}"
+    if demo.is_demo_request(model):
+        return demo.DEMO_NAME
+    named = name_for(model)
+    return str(named) if named is not None else f"{path.parent.name}/{path.name}"
 
 
 def live_render(stream, label: str, block: int, *, echo: "bool | str") -> "tuple[StreamChunk | None, bool]":
@@ -167,7 +173,8 @@ def text_command(
             "--model",
             "-m",
             help="The model: llmbuilder's model.pt, a trainer checkpoint or the run directory holding them; a "
-            "Hugging Face model directory (config.json + safetensors); or a GGUF file. "
+            "Hugging Face model directory (config.json + safetensors); a GGUF file; or ORG/NAME[:FILE.gguf] from the "
+            "local Hugging Face cache ('llmbuilder pull' downloads it; ./ORG/NAME is a path). "
             "Default: the built-in demo model ('demo').",
             rich_help_panel=P_MODEL,
             autocompletion=complete_model,

@@ -51,7 +51,7 @@ def format_info(d: dict[str, Any]) -> str:
     """The aligned, human-readable form of `llmbuilder_cli.api.model_info`'s dict."""
     rows: list[tuple[str, str]] = []
     if d.get("name"):
-        rows.append(("Model", f"{d['name']} (built-in)"))
+        rows.append(("Model", f"{d['name']} (built-in)" if d.get("demo") else f"{d['name']} (Hugging Face cache)"))
     rows += [
         ("Path", d["path"]),
         ("Format", d["format"]),
@@ -101,7 +101,8 @@ def info_command(
     model: Annotated[
         Optional[str],
         typer.Argument(
-            help="llmbuilder model file or run directory, Hugging Face model directory, or .gguf file. "
+            help="llmbuilder model file or run directory, Hugging Face model directory, .gguf file, or ORG/NAME "
+            "from the local Hugging Face cache (see 'llmbuilder list'). "
             "Default: the built-in demo model ('demo').",
             show_default=False,
             autocompletion=complete_model,

@@ -13,6 +13,7 @@ the equivalent command, so editing a profile never drops what the wizard does no
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ ACTIONS = {"run": "Run it now", "save": "Save as a profile", "both": "Save as a 
            "cancel": "Cancel (nothing is saved)"}
 #: Every kind of model the tool loads (engine/loading.py), as the wizard explains them.
 MODEL_FORMATS = ("llmbuilder's model.pt, a trainer checkpoint or a run directory; a Hugging Face model "
-                 "directory (config.json + safetensors); or a GGUF file (.gguf)")
+                 "directory (config.json + safetensors); a GGUF file (.gguf); or ORG/NAME, a model in the local "
+                 "Hugging Face cache (llmbuilder pull)")
 #: Keys given as flags whose names are not simply ``--key-with-dashes``.
 _FLAG_NAMES = {"model": "-m", "tokenizer": "-t", "max_new_tokens": "--max-tokens", "min_new_tokens": "--min-tokens"}
 #: Keys the command line accepts only for a chat (a profile may still hold them).
@@ -231,7 +233,16 @@ def _own_tokenizer(info: dict[str, Any]) -> dict[str, Any] | None:
     if not tok.get("found") or not info.get("path"):
         return None
     model, path = Path(info["path"]), Path(tok["path"])
-    return tok if path == model or model in path.parents else None
+    if path == model or model in path.parents:
+        return tok
+    if model.is_dir():  # a Hugging Face cache snapshot: its files are links to the cache's blobs
+        try:
+            for file in model.iterdir():
+                if file.is_symlink() and Path(os.path.realpath(file)) == path:
+                    return {**tok, "path": str(file)}
+        except OSError:
+            pass
+    return None
 
 
 def run_wizard(
@@ -266,12 +277,19 @@ def run_wizard(
         return None
 
     ask.say(f"The model: {MODEL_FORMATS}. 'demo' is the built-in demo model.", style="dim")
+    from .completion import local_model_names
+
+    named = [n for n, _ in local_model_names()]
+    if named:  # models downloaded with 'llmbuilder pull' (or transformers) run by name
+        shown = ", ".join(named[:8]) + (f" and {len(named) - 8} more" if len(named) > 8 else "")
+        ask.say(f"Downloaded models (by name): {shown}.", style="dim")
     model = ask.path("Model:", default=str(values.get("model") or "demo"), busy="Reading the model…",
                      validate=lambda text: "enter a path, or 'demo'" if not text.strip() else read_model(text, None))
     model = model.strip()
     info = seen[(model, None)]
     ask.say(_describe_line(info))
-    values["model"] = "demo" if info.get("name") == "demo" else info.get("path", model)
+    # The demo and models by name are kept as names (a cache path changes with each download), files as paths.
+    values["model"] = info["name"] if info.get("name") else info.get("path", model)
     asked |= {"model", "tokenizer"}
 
     # -- tokenizer -------------------------------------------------------------------------------

@@ -318,7 +318,7 @@ def stream_text(
 def chat_template_choice(loaded: "LoadedModel", spec: str | os.PathLike[str] | None) -> Any:
     """What Conversation gets for ``spec``: "auto" → the model's own template (if any), "none" → plain
     turns (None), a file path → that Jinja template (with the model's special tokens)."""
-    from .engine.chat_template import ChatTemplate
+    from .engine.tokenizers.chat_template import ChatTemplate
     from .errors import UsageError
 
     text = "auto" if spec is None else str(spec)

@@ -59,7 +59,7 @@ def write_llama_gguf(path: Path, *, layers: int = 1, hidden: int = 32, heads: in
     import gguf
     import numpy as np
 
-    from llmbuilder_cli.engine.gguf_tokenizer import _byte_alphabet
+    from llmbuilder_cli.engine.formats.gguf.tokenizer import _byte_alphabet
 
     rng = np.random.default_rng(seed)
     vocab = tokens if tokens is not None else _byte_alphabet() + ["Ġt", "he", "Ġthe", "<|endoftext|>", "<|im_end|>"]

@@ -22,7 +22,7 @@ def test_a_model_is_reused_until_its_file_changes(tmp_path):
 
 
 def test_a_directory_model_is_reloaded_when_a_file_inside_changes(tmp_path):
-    from llmbuilder_cli.engine.export_hf import export_hf
+    from llmbuilder_cli.engine.formats.export_hf import export_hf
 
     out = tmp_path / "hf"
     export_hf(MODEL_PT, TOKENIZER_DIR, out)

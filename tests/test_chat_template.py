@@ -9,7 +9,7 @@ import pytest
 
 from conftest import MODEL_PT, TOKENIZER_DIR, cli_cmd, cli_env
 from llmbuilder_cli.config import GenerationConfig
-from llmbuilder_cli.engine.chat_template import ChatTemplate
+from llmbuilder_cli.engine.tokenizers.chat_template import ChatTemplate
 from llmbuilder_cli.engine.conversation import Conversation
 from llmbuilder_cli.engine.generate import TextStream
 from llmbuilder_cli.errors import ConfigError, GenerationError

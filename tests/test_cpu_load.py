@@ -99,16 +99,16 @@ def test_usable_cpus_is_affinity_capped_by_the_quota(monkeypatch):
 
 
 def test_choose_threads_auto_uses_the_measured_load(monkeypatch):
-    from llmbuilder_cli.engine import loading
+    from llmbuilder_cli.engine import runtime
 
     monkeypatch.setattr(cpu_load, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(loading, "_TORCH_THREADS", 2)
+    monkeypatch.setattr(runtime, "_TORCH_THREADS", 2)
     monkeypatch.setattr(cpu_load, "busy_now", lambda since=None: 1.0)
-    assert loading.choose_threads("auto", BIG) == 1
+    assert runtime.choose_threads("auto", BIG) == 1
     monkeypatch.setattr(cpu_load, "busy_now", lambda since=None: 0.0)
-    assert loading.choose_threads("auto", BIG) == 2
-    assert loading.choose_threads(cpu_load.AutoThreads(None), BIG) == 2
-    assert loading.choose_threads("auto", 1_000_000) == 1
+    assert runtime.choose_threads("auto", BIG) == 2
+    assert runtime.choose_threads(cpu_load.AutoThreads(None), BIG) == 2
+    assert runtime.choose_threads("auto", 1_000_000) == 1
 
 
 class Clocks:

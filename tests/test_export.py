@@ -27,9 +27,9 @@ import torch
 from conftest import FIXTURE, GREEDY_CASES, MODEL_PT, TOKENIZER_DIR
 from llmbuilder_cli import GenerationConfig, generate, load_model
 from llmbuilder_cli.cli.app import main
-from llmbuilder_cli.engine import sp_convert
-from llmbuilder_cli.engine.export_hf import export_hf
-from llmbuilder_cli.engine.sp_convert import convert_sentencepiece, parse_model_proto, read_sentencepiece_model
+from llmbuilder_cli.engine.tokenizers import sp_convert
+from llmbuilder_cli.engine.formats.export_hf import export_hf
+from llmbuilder_cli.engine.tokenizers.sp_convert import convert_sentencepiece, parse_model_proto, read_sentencepiece_model
 from llmbuilder_cli.errors import ModelLoadError, TokenizerError, UsageError
 
 spm = pytest.importorskip("sentencepiece")

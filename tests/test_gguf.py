@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf.quants import dequantize as reference_dequantize  # noqa: E402
 from gguf.quants import quantize as reference_quantize  # noqa: E402
 
-from llmbuilder_cli.engine.gguf_file import dequantize, read_gguf, read_gguf_header  # noqa: E402
+from llmbuilder_cli.engine.formats.gguf.file import dequantize, read_gguf, read_gguf_header  # noqa: E402
 from llmbuilder_cli.errors import ModelLoadError, TokenizerError  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ builders
@@ -258,7 +258,7 @@ def test_tensors_read_in_small_blocks_equal_tensors_read_whole(tmp_path, gen, mo
     """The lazy state reads a tensor a block of rows at a time: tiny blocks (whole heads for Q/K, columns
     of GPT-2's transposed matrices, several blocks per tensor) give exactly the tensors read in one block,
     and so do the builders' other two ways in: rows stacked in place, and float32 row blocks for int8."""
-    from llmbuilder_cli.engine import gguf_state
+    from llmbuilder_cli.engine.formats.gguf import state as gguf_state
 
     sd = llama_state(gen, hidden=64, heads=4, kv=2, ffn=96, layers=1, bias=True)
     q8 = lambda name, a: a if a.ndim == 1 else (reference_quantize(a, Q.Q8_0), Q.Q8_0)  # noqa: E731

@@ -14,12 +14,12 @@ import torch
 
 from conftest import MODEL_PT, TOKENIZER_DIR
 from llmbuilder_cli import GenerationConfig
-from llmbuilder_cli.engine import hf_dir
+from llmbuilder_cli.engine.formats import hf_dir
 from llmbuilder_cli.engine.describe import describe
 from llmbuilder_cli.engine.generate import TextStream, TokenGenerator, with_bos
 from llmbuilder_cli.engine.loading import is_gguf, load, model_format, resolve_dtype, resolve_model_file
 from llmbuilder_cli.engine.models.llama import RopeSpec
-from llmbuilder_cli.engine.tokenizer import HFTokenizer, load_tokenizer
+from llmbuilder_cli.engine.tokenizers.tokenizer import HFTokenizer, load_tokenizer
 from llmbuilder_cli.errors import ModelLoadError, TokenizerError, UsageError
 
 V = 96  # vocabulary of every tiny model: <unk>, <s>, </s>, then w3 .. w95

@@ -88,7 +88,7 @@ def _template(source: str) -> Callable[[Path], Path]:
 
 def _long_token(d: Path, extra: list[str] | None = None) -> Path:
     """A SentencePiece-style ('llama') vocabulary with one 600,000-character token (or ``extra`` tokens)."""
-    from llmbuilder_cli.engine.gguf_tokenizer import _byte_alphabet
+    from llmbuilder_cli.engine.formats.gguf.tokenizer import _byte_alphabet
 
     tokens = ["<unk>", "<s>", "</s>"] + _byte_alphabet()[33:120] + (extra or ["a" * 600_000])
     meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.scores": [0.0] * len(tokens),

@@ -1,4 +1,4 @@
-"""Weight-only int4 (engine/int4.py): the quantization grid, torch's kernel against the dequantized product,
+"""Weight-only int4 (engine/kernels/int4.py): the quantization grid, torch's kernel against the dequantized product,
 the shapes that fall back to int8, the packing assumption, and on SmolLM2 the quality and the command line."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmbuilder_cli.engine.int4 import GROUP, KERNEL_MAX_ROWS, Int4Linear, _pack, supports_int4
+from llmbuilder_cli.engine.kernels.int4 import GROUP, KERNEL_MAX_ROWS, Int4Linear, _pack, supports_int4
 from llmbuilder_cli.engine.kernels import Int8Linear, make_linear, quantize_blocks
 from llmbuilder_cli.engine.loading import load
 from llmbuilder_cli.errors import UsageError

@@ -1,4 +1,4 @@
-"""Weight-only int8 (engine/kernels.py): the quantization itself, the kernel against a dequantized product,
+"""Weight-only int8 (engine/kernels/int8.py): the quantization itself, the kernel against a dequantized product,
 the guard around torch's kernel, and, on SmolLM2, the quality: perplexity of a fixed text and teacher-forced
 top-1 agreement with float32."""
 

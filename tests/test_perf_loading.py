@@ -1,4 +1,4 @@
-"""Loading without double copies (engine/weights_io.py): tensors read on demand, memory-mapped when kept
+"""Loading without double copies (engine/formats/weights_io.py): tensors read on demand, memory-mapped when kept
 as stored, converted through one scratch buffer, fused weights read in place, int8 quantized from row
 blocks; the lazily built model equals the one built from a plain state dict; peak memory stays near the
 weights (measured in a fresh interpreter)."""
@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmbuilder_cli.engine import hf_dir, loading, weights_io
+from llmbuilder_cli.engine import loading
+from llmbuilder_cli.engine.formats import hf_dir, weights_io
 from llmbuilder_cli.engine.models.llama import Llama
-from llmbuilder_cli.engine.weights_io import LazyState, SafetensorsFile
+from llmbuilder_cli.engine.formats.weights_io import LazyState, SafetensorsFile
 from llmbuilder_cli.errors import ModelLoadError
 from test_perf_llama import BASE, CASES, PROMPT, random_model
 
@@ -125,7 +126,8 @@ def test_lazily_built_model_equals_the_one_from_a_state_dict(tmp_path, case, dty
 _PEAK_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from pathlib import Path
-    from llmbuilder_cli.engine import hf_dir, loading
+    from llmbuilder_cli.engine import loading
+    from llmbuilder_cli.engine.formats import hf_dir
     def status(key):
         for line in open("/proc/self/status"):
             if line.startswith(key):

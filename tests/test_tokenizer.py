@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from conftest import TOKENIZER_DIR
-from llmbuilder_cli.engine.tokenizer import (
+from llmbuilder_cli.engine.tokenizers.tokenizer import (
     HFTokenizer,
     SentencePieceTokenizer,
     StreamDecoder,

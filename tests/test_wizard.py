@@ -174,7 +174,7 @@ def tiny_gguf(path):
 
 def tiny_hf_dir(path):
     """The llmbuilder fixture exported as a Hugging Face directory (config.json, safetensors, tokenizer.json)."""
-    from llmbuilder_cli.engine.export_hf import export_hf
+    from llmbuilder_cli.engine.formats.export_hf import export_hf
 
     export_hf(MODEL_PT, None, path)
     return path

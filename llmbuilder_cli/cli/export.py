@@ -1,7 +1,7 @@
 """``llmbuilder export hf MODEL --out DIR``: write an llmbuilder model as a Hugging Face GPT-2 directory.
 
 Serving engines (vLLM, TGI, transformers, conversion scripts for llama.cpp) read that layout, so a model
-trained with llmbuilder can be served by them. The work is done by ``engine/export_hf.py``, imported only
+trained with llmbuilder can be served by them. The work is done by ``engine/formats/export_hf.py``, imported only
 when the command runs (``--help`` never imports torch). Progress and the list of written files go to
 stderr; stdout stays empty. What ``--force`` may replace, and how failures to write are reported, is
 decided in the engine module (see its docstring).
@@ -94,7 +94,7 @@ def hf_command(
       llmbuilder export hf demo -o demo-hf --dtype float16
     """
     from ..api import resolve_model_arg
-    from ..engine.export_hf import export_hf
+    from ..engine.formats.export_hf import export_hf
 
     model_path, tokenizer_path = resolve_model_arg(model, tokenizer)
     report = export_hf(

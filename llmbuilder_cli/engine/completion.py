@@ -21,7 +21,7 @@ from ..config import GenerationConfig
 from ..errors import UsageError
 from .conversation import Turn
 from .generate import TextStream, with_bos
-from .loading import LoadedModel
+from .loaded import LoadedModel
 
 __all__ = ["Completion", "SEPARATOR"]
 

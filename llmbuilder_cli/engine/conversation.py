@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from ..config import GenerationConfig
 from ..errors import UsageError
 from ..turns import TurnFormat
-from .chat_template import ChatTemplate
 from .generate import TextStream, with_bos
-from .loading import LoadedModel
+from .loaded import LoadedModel
+from .tokenizers.chat_template import ChatTemplate
 
 __all__ = ["Turn", "Conversation", "template_for"]
 

@@ -17,20 +17,13 @@ from typing import Any, Callable
 import torch
 
 from ..errors import TokenizerError
-from . import hf_dir
-from .loading import (
-    ModelInfo,
-    default_tokenizer_path,
-    head_is_tied,
-    hf_tokenizer_path,
-    model_format,
-    read_checkpoint,
-    read_gguf_model,
-    resolve_device,
-    resolve_dtype,
-    resolve_model_file,
-)
-from .tokenizer import HFTokenizer, Tokenizer, load_tokenizer
+from .formats import hf_dir
+from .formats.llmbuilder import head_is_tied, read_checkpoint
+from .formats.locate import default_tokenizer_path, hf_tokenizer_path, model_format, resolve_model_file
+from .loaded import ModelInfo
+from .loading import read_gguf_model
+from .runtime import resolve_device, resolve_dtype
+from .tokenizers.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
 
 __all__ = ["describe"]
 

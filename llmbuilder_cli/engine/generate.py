@@ -23,10 +23,9 @@ import torch
 from ..config import GenerationConfig
 from ..errors import ConfigError, GenerationError, UsageError
 from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
-from .loading import LoadedModel
-from .tokenizer import Tokenizer
+from .loaded import LoadedModel
 from .sampling import SamplingContext, apply_processors, build_processors, probabilities, select
-from .tokenizer import StreamDecoder
+from .tokenizers.tokenizer import StreamDecoder, Tokenizer
 
 # Any model of engine/models (same forward/new_cache interface) and the KV cache it makes.
 Model = Any

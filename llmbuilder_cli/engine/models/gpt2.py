@@ -155,7 +155,7 @@ def _conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class GPT2:
-    """Inference-only GPT-2 built from a validated state dict with transformers' names (see hf_dir.py)."""
+    """Inference-only GPT-2 built from a validated state dict with transformers' names (see engine/formats/hf_dir.py)."""
 
     architecture = "gpt2"
 

@@ -26,7 +26,7 @@ so float32 results match it closely).
 Decoding one token is a few hundred small torch calls, so the layer is laid out to need few of them
 (float32 results stay bit-identical to the straightforward formulation; tests/test_perf_llama.py):
 q|k|v and gate|up each act as one linear layer (fused into one weight except in float32, where it does
-not pay; ``engine/kernels.py`` picks the product per dtype, or int8 weight-only with ``quantize="int8"``),
+not pay; ``engine/kernels/`` picks the product per dtype, or int8 weight-only with ``quantize="int8"``),
 queries and keys are rotated together with cos/sin tables computed once, and RMSNorm is one torch call.
 """
 
@@ -466,10 +466,10 @@ class _Block:
 
 class Llama:
     """Inference-only Llama-family decoder, built from a state dict with transformers' tensor names
-    (validated by ``engine/hf_dir.py``), all tensors already in the dtype and on the device to run on.
+    (validated by ``engine/formats/hf_dir.py``), all tensors already in the dtype and on the device to run on.
 
     ``quantize="int8"`` stores every linear layer (and a tied head/embedding) as int8 weights with
-    per-row scales (``engine/kernels.py``); ``"int4"`` as 4-bit codes per group of 32 (``engine/int4.py``;
+    per-row scales (``engine/kernels/``); ``"int4"`` as 4-bit codes per group of 32 (``engine/kernels/int4.py``;
     layers torch's int4 kernel cannot take stay int8); norms, attention and the residual stream stay in
     the dtype.
     ``consume=True`` removes entries from ``state_dict`` (a dict) as they are used, so the unfused copies

@@ -91,7 +91,7 @@ class _Block:
 
 
 class LLMBuilderGPT:
-    """Inference-only llmbuilder GPT. Build it from a validated float state dict (see engine/loading.py)."""
+    """Inference-only llmbuilder GPT. Build it from a validated float state dict (see engine/formats/llmbuilder.py)."""
 
     architecture = "llmbuilder-gpt"
 

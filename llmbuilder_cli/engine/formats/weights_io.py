@@ -29,8 +29,8 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 
-from ..errors import ModelLoadError
-from .limits import check_finite
+from ...errors import ModelLoadError
+from ..limits import check_finite
 
 __all__ = ["SafetensorsFile", "LazyState", "CHUNK_BYTES", "stack_rows"]
 

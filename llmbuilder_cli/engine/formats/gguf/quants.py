@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
-from .gguf_header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
+from ....errors import ModelLoadError
+from .header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
 
 __all__ = ["dequantize"]
 

@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
-from ..errors import TokenizerError, UsageError
-from ..files import user_path
+from ...errors import TokenizerError, UsageError
+from ...files import user_path
 
 __all__ = [
     "Tokenizer",

@@ -48,14 +48,15 @@ from typing import Any, Mapping
 
 import torch
 
-from .._version import __version__
-from ..config import GenerationConfig
-from ..errors import ModelLoadError, TokenizerError, UsageError
-from ..files import os_error_text, user_path
-from .loading import head_is_tied, model_format, read_checkpoint, resolve_model_file, tokenizer_path_for
-from .models.llmbuilder_gpt import LAYER_NORM_EPS, GPTConfig
-from .sp_convert import convert_sentencepiece, read_sentencepiece_model
-from .tokenizer import resolve_tokenizer_file
+from ..._version import __version__
+from ...config import GenerationConfig
+from ...errors import ModelLoadError, TokenizerError, UsageError
+from ...files import os_error_text, user_path
+from ..models.llmbuilder_gpt import LAYER_NORM_EPS, GPTConfig
+from ..tokenizers.sp_convert import convert_sentencepiece, read_sentencepiece_model
+from ..tokenizers.tokenizer import resolve_tokenizer_file
+from .llmbuilder import head_is_tied, read_checkpoint
+from .locate import model_format, resolve_model_file, tokenizer_path_for
 
 __all__ = ["EXPORT_DTYPES", "EXPORT_FILES", "MARKER", "ExportReport", "export_hf", "gpt2_state_dict", "gpt2_config"]
 

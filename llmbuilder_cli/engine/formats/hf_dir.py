@@ -23,10 +23,10 @@ from typing import Any, Iterable, Mapping, Union
 
 import torch
 
-from ..config import GenerationConfig
-from ..errors import ConfigError, ModelLoadError
-from .models.gpt2 import GPT2, GPT2Config
-from .models.llama import Llama, LlamaConfig
+from ...config import GenerationConfig
+from ...errors import ConfigError, ModelLoadError
+from ..models.gpt2 import GPT2, GPT2Config
+from ..models.llama import Llama, LlamaConfig
 
 __all__ = [
     "SUPPORTED",

@@ -35,7 +35,7 @@ from datetime import datetime
 from functools import lru_cache, wraps
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import ConfigError, GenerationError
+from ...errors import ConfigError, GenerationError
 
 __all__ = ["ChatTemplate", "Message", "MAX_OUTPUT", "MAX_STEPS", "MAX_SECONDS"]
 

@@ -3,12 +3,12 @@
 A GGUF file is a header (metadata key/values, then one info record per tensor) followed by aligned tensor
 data, often block-quantized. This module turns it into what a transformers checkpoint would hold:
 
-* `read_gguf_header` (in `gguf_header`) parses the header only: metadata and tensor records, every
+* `read_gguf_header` (in `header`) parses the header only: metadata and tensor records, every
   size and offset checked against the file size before anything large is allocated.
 * `read_gguf` maps the tensors to transformers' names and checks their types and shapes, and rebuilds
-  the tokenizer from ``tokenizer.ggml.*`` as a `tokenizers.Tokenizer` (`gguf_tokenizer`). The tensors
-  come back as a lazy `GGUFState` (`gguf_state`): each is read when the model builder takes it,
-  dequantized block by block (`gguf_quants`: our torch kernels for the common block formats, the
+  the tokenizer from ``tokenizer.ggml.*`` as a `tokenizers.Tokenizer` (`tokenizer`). The tensors
+  come back as a lazy `GGUFState` (`state`): each is read when the model builder takes it,
+  dequantized block by block (`quants`: our torch kernels for the common block formats, the
   ``gguf`` package's reference code for the rarer ones) with the row permutation llama.cpp's converter
   applies to Llama Q/K weights undone, so loading never holds the model twice.
 
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError, TokenizerError
-from .gguf_header import (
+from ....errors import ModelLoadError, TokenizerError
+from ...tokenizers.tokenizer import is_panic
+from .header import (
     _CORRUPT_HINT,
     _TYPES,
     SUPPORTED_TYPES,
@@ -42,10 +43,9 @@ from .gguf_header import (
     _type_name,
     read_gguf_header,
 )
-from .gguf_quants import _read_tensor, dequantize
-from .gguf_state import Entry, GGUFState
-from .gguf_tokenizer import _build_tokenizer
-from .tokenizer import is_panic
+from .quants import _read_tensor, dequantize
+from .state import Entry, GGUFState
+from .tokenizer import _build_tokenizer
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",

@@ -3,7 +3,7 @@
 `read_gguf_header` parses the header only: metadata key/values and one record per tensor, every size and
 offset checked against the file size before anything large is allocated. (Our own parser: the ``gguf``
 package's reader builds one numpy view per vocabulary string, ~2 s for a 49k vocabulary; this takes
-~0.05 s.) It reads no tensor data; `gguf_quants` turns a record's bytes into floats and `gguf_file`
+~0.05 s.) It reads no tensor data; `quants` turns a record's bytes into floats and `file`
 builds a model from the whole. Shapes are in torch/numpy order (GGUF lists them fastest-varying first).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ....errors import ModelLoadError
 
 __all__ = ["SUPPORTED_TYPES", "GGUFHeader", "GGUFTensorInfo", "read_gguf_header"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TokenizerError
-from .gguf_header import _CORRUPT_HINT
+from ....errors import TokenizerError
+from .header import _CORRUPT_HINT
 
 # ------------------------------------------------------------------------------------------ tokenizer
 # GPT-2's own split is built into tokenizers' ByteLevel(use_regex=True); these are the others.

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import TokenizerError
+from ...errors import TokenizerError
 
 __all__ = [
     "SPACE",

@@ -1,8 +1,8 @@
 """A GGUF file's tensors as a lazy state dict: read and dequantized when the model builder asks for them.
 
-`read_gguf` (``gguf_file.py``) checks names and shapes from the header alone and hands the builder a
+`read_gguf` (``file.py``) checks names and shapes from the header alone and hands the builder a
 `GGUFState`. Each lookup then reads that one tensor, a block of rows at a time, dequantizes the block
-(``gguf_quants.dequantize``), puts it in transformers' layout and writes it into the final tensor in the
+(``quants.dequantize``), puts it in transformers' layout and writes it into the final tensor in the
 final dtype. Nothing else is ever held: no float32 copy of the whole model, no full-size temporaries of
 the dequantization kernels (a block is at most `BLOCK_ELEMENTS` values), and no memory-mapped file pages
 counted in the process's memory. A builder that fuses layers reads them in place (`stacked`); one that
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelLoadError
-from .gguf_header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
-from .gguf_quants import _few_threads, dequantize
-from .limits import check_finite
-from .weights_io import stack_rows
+from ....errors import ModelLoadError
+from ...limits import check_finite
+from ..weights_io import stack_rows
+from .header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
+from .quants import _few_threads, dequantize
 
 __all__ = ["BLOCK_ELEMENTS", "Entry", "GGUFState", "unpermute_rows"]
 

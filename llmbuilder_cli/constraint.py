@@ -23,6 +23,7 @@ This module imports only the standard library; ``llguidance`` is imported when a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -52,8 +53,12 @@ def require_llguidance() -> Any:
     return llguidance
 
 
+_SOURCE_ECHO = re.compile(r"^\s*(\d+ \|.*|\^+)\s*$")  # llguidance's quoted source line and its caret
+
+
 def _one_line(message: str, limit: int = 300) -> str:
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    lines = [p.strip() for p in str(message).splitlines() if p.strip() and not _SOURCE_ECHO.match(p)]
+    text = " ".join(lines)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -15,7 +15,8 @@ with an unknown rule…) and raises a one-line `ConfigError` (exit 2) that says 
 builds its constraint from the flags before the model loads, so a typo costs no load time.
 `from_options` is the CLI's view (``--json-schema``, ``--format json``, ``--regex``, ``--choice``,
 ``--grammar``: a file path or inline text); `from_line` is a prompts-file line's (``json_schema``,
-``format``, ``regex``, ``choice``, ``grammar`` keys). ``to_dict`` is what ``--json`` records.
+``format``, ``regex``, ``choice``, ``grammar`` keys); `from_command` is the chat's ``/format``.
+``to_dict`` is what ``--json`` records.
 
 This module imports only the standard library; ``llguidance`` is imported when a constraint is built.
 """
@@ -29,7 +30,8 @@ from typing import Any, Sequence
 
 from .errors import ConfigError, UsageError
 
-__all__ = ["Constraint", "KINDS", "LINE_KEYS", "from_options", "from_line", "require_llguidance"]
+__all__ = ["Constraint", "KINDS", "LINE_KEYS", "COMMAND_WORDS", "from_options", "from_line", "from_command",
+           "require_llguidance"]
 
 #: The kinds of constraint, in the order the CLI documents them.
 KINDS: tuple[str, ...] = ("json_schema", "json", "regex", "choice", "grammar")
@@ -243,3 +245,28 @@ def from_line(obj: dict[str, Any]) -> Constraint | None:
     if not isinstance(value, str):
         raise UsageError('"grammar" must be the path of a grammar file', hint='write "grammar": "FILE.lark"')
     return Constraint("grammar", _read_text(value, "grammar file"), source=value)
+
+
+#: The first words ``/format`` takes.
+COMMAND_WORDS: tuple[str, ...] = ("json", "schema", "regex", "choice", "grammar", "off")
+
+COMMAND_USAGE = ("/format json | schema FILE-or-{...} | regex PATTERN | choice A|B|C | grammar FILE | off")
+
+
+def from_command(arg: str) -> Constraint | None:
+    """The chat's ``/format ARG``: the new constraint, or None for ``off``. Choices are separated by ``|``."""
+    word, _, rest = arg.strip().partition(" ")
+    word, rest = word.lower(), rest.strip()
+    if word == "off" and not rest:
+        return None
+    if word == "json" and not rest:
+        return Constraint("json")
+    if word in ("schema", "regex", "grammar", "choice") and rest:
+        if word == "schema":
+            return _schema_arg(rest)
+        if word == "regex":
+            return Constraint("regex", rest)
+        if word == "grammar":
+            return Constraint("grammar", _read_text(rest, "grammar file"), source=rest)
+        return Constraint("choice", tuple(c.strip() for c in rest.split("|") if c.strip()))
+    raise UsageError(f"/format does not understand {arg.strip()!r}", hint=f"use {COMMAND_USAGE}")

@@ -319,3 +319,14 @@ def test_chat_format_command_in_a_terminal(tmp_path):
     assert any(r.startswith("Error: the regex cannot be used: ") for r in rows), rows
     assert 'replies must be one of "cat", "dog fox"' in rows
     assert 'replies must be one of "cat", "dog fox" (/format off to free them)' in rows
+
+
+def test_python_api_takes_a_constraint_keyword(tiny):
+    from llmbuilder_cli import generate_text, stream_text
+
+    text = generate_text(tiny, prompt="once upon a time", constraint=Constraint("choice", [" the cat", " a dog"]),
+                         temperature=1.5, seed=2)
+    assert text in ("once upon a time the cat", "once upon a time a dog")
+    chunks = list(stream_text(tiny, prompt="the", constraint=Constraint("regex", r" [a-z]{2,4}"), seed=1))
+    assert re.fullmatch(r" [a-z]{2,4}", "".join(c.text for c in chunks))
+    assert chunks[-1].finish_reason is FinishReason.EOS

@@ -4,9 +4,10 @@
 ``sampling.py`` (``mask(logits, ctx) -> logits``), it asks the matcher which ids may come next (a bitmask,
 computed on the CPU by llguidance's Rust core) and sets every other id to -inf; ``TokenGenerator`` runs it
 first, before temperature, the repetition penalty, top-k and top-p, so those only ever see valid tokens and
-greedy decoding takes the best valid one. After each pick `advance` feeds the token to the matcher; once
-the structure is complete the matcher allows only an end-of-sequence id, and after that id `done` is True
-and generation ends.
+greedy decoding takes the best valid one. After each pick `advance` feeds the token to the matcher. Once
+the text is complete and may go on, the end-of-sequence ids are among the allowed ones; once nothing more
+can follow, `done` is True at once (the end-of-sequence id would be the only choice, so no step is spent
+on it) and generation ends, as it does after an end-of-sequence id the constraint took.
 
 The matcher needs every token's bytes: `llg_tokenizer` builds them once per tokenizer (about a second for a
 49k vocabulary, then cached): a Hugging Face ``tokenizer.json`` (GGUF vocabularies are rebuilt as one) is
@@ -152,5 +153,6 @@ class ConstraintMask:
 
     @property
     def done(self) -> bool:
-        """Whether the constraint is complete and generation must end (the end-of-sequence id was taken)."""
+        """Whether the constraint is complete and generation must end (an end-of-sequence id was taken, or
+        nothing more can follow)."""
         return bool(self._matcher.is_stopped())

@@ -152,7 +152,8 @@ class TokenGenerator:
 
     @property
     def finished_constraint(self) -> bool:
-        """Whether the output constraint is complete (its end-of-sequence token was taken): generation ends."""
+        """Whether the output constraint is complete (it took its end-of-sequence token, or nothing more can
+        follow the text): generation ends."""
         return self.constraint is not None and self.constraint.done
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .config import GenerationConfig
+from .constraint import Constraint
 from .errors import ConfigError, LLMBuilderError, ModelLoadError, TokenizerError, UsageError
 from .types import FinishReason, GenerationResult, GenerationStats, StreamChunk
 
@@ -47,6 +48,7 @@ _LAZY = {
 __all__ = [
     "__version__",
     "GenerationConfig",
+    "Constraint",
     "generate_text",
     "generate",
     "stream_text",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
 
 from .config import GenerationConfig
+from .constraint import Constraint
 from .files import read_bounded, user_path
 from .interrupts import deferred_interrupt
 from .types import GenerationResult
@@ -70,9 +71,11 @@ def merge_config(
     eos_token_id: int | None = UNSET,
     pad_token_id: int | None = UNSET,
     length_penalty: float = UNSET,
+    constraint: Constraint | None = UNSET,
 ) -> GenerationConfig:
-    """``config`` (or the defaults) with every given field replaced, validated. The last four are
-    llmbuilder's fields (see `llmbuilder_cli.config.LLMBUILDER_FIELDS`)."""
+    """``config`` (or the defaults) with every given field replaced, validated. ``early_stopping`` to
+    ``length_penalty`` are llmbuilder's fields (see `llmbuilder_cli.config.LLMBUILDER_FIELDS`);
+    ``constraint`` is what the output must match (`llmbuilder_cli.Constraint`, or None for free text)."""
     if config is not None and not isinstance(config, GenerationConfig):
         from .errors import ConfigError
 
@@ -95,6 +98,7 @@ def merge_config(
         "eos_token_id": eos_token_id,
         "pad_token_id": pad_token_id,
         "length_penalty": length_penalty,
+        "constraint": constraint,
     }
     changes = {k: v for k, v in given.items() if v is not UNSET}
     base = config or GenerationConfig()
@@ -176,7 +180,10 @@ def generation_record(
     result: GenerationResult, config: GenerationConfig, model: dict[str, Any]
 ) -> dict[str, Any]:
     """The JSON object ``--json`` prints: the generation, the effective config and the model identity."""
-    return {**result.to_dict(), "config": config.to_dict(), "model": model}
+    record = {**result.to_dict(), "config": config.to_dict(), "model": model}
+    if config.constraint is not None:
+        record["constraint"] = config.constraint.to_dict()
+    return record
 
 
 def load_model(
@@ -263,6 +270,7 @@ def stream_text(
     eos_token_id: int | None = UNSET,
     pad_token_id: int | None = UNSET,
     length_penalty: float = UNSET,
+    constraint: Constraint | None = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
     dtype: str = "auto",
@@ -298,6 +306,7 @@ def stream_text(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         length_penalty=length_penalty,
+        constraint=constraint,
     )
     loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
     if chat:
@@ -355,6 +364,7 @@ def generate(
     eos_token_id: int | None = UNSET,
     pad_token_id: int | None = UNSET,
     length_penalty: float = UNSET,
+    constraint: Constraint | None = UNSET,
     device: str | None = "auto",
     num_heads: int | None = None,
     dtype: str = "auto",
@@ -384,6 +394,7 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         length_penalty=length_penalty,
+        constraint=constraint,
         device=device,
         num_heads=num_heads,
         dtype=dtype,
@@ -415,6 +426,7 @@ def generate_text(
     eos_token_id: int | None = UNSET,
     pad_token_id: int | None = UNSET,
     length_penalty: float = UNSET,
+    constraint: Constraint | None = UNSET,
     num_heads: int | None = None,
     dtype: str = "auto",
 ) -> str:
@@ -443,6 +455,7 @@ def generate_text(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         length_penalty=length_penalty,
+        constraint=constraint,
         device=device,
         num_heads=num_heads,
         dtype=dtype,

@@ -2,7 +2,9 @@
 
 One prompt per line. A line that starts with ``{`` is a JSON object: ``"prompt"`` (required), an optional
 ``"id"`` (any JSON value, echoed in the output) and any `GenerationConfig` field as a per-prompt override,
-e.g. ``{"id": "q1", "prompt": "Once upon a time", "temperature": 0.2, "max_new_tokens": 40}``.
+e.g. ``{"id": "q1", "prompt": "Once upon a time", "temperature": 0.2, "max_new_tokens": 40}``, and at most
+one output constraint for that line (``constraint.LINE_KEYS``): ``"json_schema": {...}``, ``"format": "json"``,
+``"regex": "..."``, ``"choice": ["yes", "no"]`` or ``"grammar": "FILE"``; it replaces the run's own.
 Other lines are prompts as written; ``\\n`` and ``\\\\`` escapes are not interpreted (use JSON for
 multi-line prompts). Blank lines are skipped. Every line is checked first, so a typo on line 900 fails
 the run before line 1 is generated: valid JSON (numbers Python can hold, nesting it can parse), a
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import GenerationConfig
+from .constraint import LINE_KEYS, from_line
 from .errors import ConfigError, UsageError
 from .files import read_bounded
 
@@ -57,13 +60,13 @@ def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
     if not isinstance(prompt, str) or prompt == "":
         raise _bad(n, 'needs a non-empty string "prompt"', 'write {"prompt": "..."}')
     fields = GenerationConfig.field_names()
-    unknown = [k for k in obj if k not in fields and k not in _META_KEYS]
+    unknown = [k for k in obj if k not in fields and k not in _META_KEYS and k not in LINE_KEYS]
     if unknown:
         from difflib import get_close_matches
 
-        close = get_close_matches(unknown[0], (*fields, *_META_KEYS), n=1)
+        close = get_close_matches(unknown[0], (*fields, *_META_KEYS, *LINE_KEYS), n=1)
         raise _bad(n, f"unknown key {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                   f"keys are prompt, id and the settings {', '.join(fields)}")
+                   f"keys are prompt, id, the settings {', '.join(fields)} and one of {', '.join(LINE_KEYS)}")
     try:  # what the output line will carry must be writable as UTF-8 JSON
         json.dumps(obj.get("id"), allow_nan=False)
     except ValueError:
@@ -80,8 +83,11 @@ def _parse_object(n: int, raw: str, base: GenerationConfig) -> PromptSpec:
         if isinstance(overrides["stop"], list):
             overrides["stop"] = tuple(overrides["stop"])
     try:
+        constraint = from_line(obj)
+        if constraint is not None:
+            overrides["constraint"] = constraint
         config = base.replace(**overrides) if overrides else base
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         raise _bad(n, exc.message, exc.hint or "fix the value on that line") from None
     except (TypeError, ValueError, OverflowError) as exc:  # a value of a type no check expected
         raise _bad(n, f"a setting has a value of the wrong type ({exc})", "fix the value on that line") from None

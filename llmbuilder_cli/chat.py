@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol, TextIO
 
 from .config import FIELD_HELP, GenerationConfig, field_key, parse_field_value
+from .constraint import COMMAND_WORDS, from_command
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
 from .files import read_bounded, user_path
 from .paths import write_text_atomic
@@ -70,6 +71,7 @@ COMMANDS = {
     "/save": "/save FILE — write transcript and settings (.json, or .md for reading)",
     "/load": "/load FILE — restore a transcript and its settings saved as .json",
     "/stats": "numbers about the last reply and the context",
+    "/format": "/format json | schema FILE | regex RE | choice A|B | grammar FILE | off — replies must match (alone: which)",
     "/mode": "/mode chat|complete — converse, or continue each line as a prompt (/mode alone: which and why)",
     "/context": "/context on|off — complete mode: keep earlier lines as context (off: each line alone)",
     "/exit": "leave (also /quit, /bye, a line with just exit or quit, or Ctrl-D)",
@@ -90,7 +92,8 @@ MODE_HELP = {
 
 def completions() -> dict[str, tuple[str, ...]]:
     """What Tab completes: every command (and alias) → the words its argument can start with."""
-    args = {"/set": GenerationConfig.field_names(), "/seed": ("off",), "/mode": MODES, "/context": ("on", "off")}
+    args = {"/set": GenerationConfig.field_names(), "/seed": ("off",), "/mode": MODES, "/context": ("on", "off"),
+            "/format": COMMAND_WORDS}
     return {name: args.get(name, ()) for name in (*COMMANDS, *COMMAND_ALIASES)}
 
 
@@ -426,6 +429,19 @@ def run_chat(
             else:
                 state.sources[key] = "/set"
                 say(f"{key} = {getattr(state.config, key)!r}  ({FIELD_HELP[key]})")
+        elif cmd == "/format":
+            if not arg:
+                c = state.config.constraint
+                say(f"replies must be {c.describe()} (/format off to free them)" if c is not None
+                    else "replies are free text (/format json, schema, regex, choice or grammar constrains them)")
+                return True
+            try:
+                constraint = from_command(arg)
+                state.config = state.config.replace(constraint=constraint)
+            except LLMBuilderError as exc:
+                say(f"Error: {exc.one_line()}")
+            else:
+                say("replies are free text again" if constraint is None else f"replies must be {constraint.describe()}")
         elif cmd == "/reset":
             state.config, state.sources = state.initial, dict(initial_sources)
             say("settings restored")

@@ -2,8 +2,9 @@
 
 `GenerationConfig` is a frozen, validated dataclass. The documented llmbuilder fields come first with
 llmbuilder 2.0.0's defaults (100, 0, 0.8, 50, 0.9, 1.0, True) so users see the same behaviour; our own
-fields (`seed`, `stop`, `ignore_eos`) follow. The CLI, the Python API (and later the wizard and the chat's
-`/set`) all build their values through this class, so a rule is written once.
+fields (`seed`, `stop`, `ignore_eos`) follow; ``constraint`` (what the output must match, see constraint.py)
+comes last. The CLI, the Python API (and later the wizard and the chat's `/set`) all build their values
+through this class, so a rule is written once.
 
 Rules that differ from llmbuilder, on purpose:
   * ``temperature=0`` means greedy decoding (llmbuilder rejects it). Negative values, values between
@@ -38,6 +39,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from .constraint import Constraint
 from .errors import ConfigError
 
 __all__ = [
@@ -146,6 +148,7 @@ MAX_SCALE = 1e6
 #: llmbuilder's GenerationConfig fields that are not settings of this tool (Python API only).
 LLMBUILDER_FIELDS: tuple[str, ...] = ("early_stopping", "eos_token_id", "pad_token_id", "length_penalty")
 _LLMBUILDER_ONLY = {"llmbuilder_only": True}  # dataclass field metadata marking them
+_NOT_A_SETTING = {"not_a_setting": True}  # metadata of `constraint`: per run (flags, API, batch lines, /format)
 
 #: Why a field cannot apply here, said once per process when a caller first sets it.
 _CANNOT_APPLY: dict[str, str] = {
@@ -211,6 +214,8 @@ class GenerationConfig:
     eos_token_id: int | None = field(default=None, metadata=_LLMBUILDER_ONLY)  # None = the tokenizer's EOS id(s)
     pad_token_id: int | None = field(default=None, metadata=_LLMBUILDER_ONLY)  # no effect (warns once when set)
     length_penalty: float = field(default=1.0, metadata=_LLMBUILDER_ONLY)  # no effect (warns once unless 1.0)
+    # What the output must match (constraint.py); not a setting: given per run, never saved in a profile.
+    constraint: Constraint | None = field(default=None, metadata=_NOT_A_SETTING)
 
     def __post_init__(self) -> None:
         # Normalise friendly input types before validating (lists of stop strings, a single string).
@@ -293,6 +298,13 @@ class GenerationConfig:
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):
                 fail(name, "None or a token id (a whole number >= 0)")
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise ConfigError(
+                f"constraint must be a Constraint or None (got {type(self.constraint).__name__})",
+                hint='build one with Constraint("json_schema", {...}), Constraint("regex", "..."), '
+                'Constraint("choice", ["a", "b"]), Constraint("json") or Constraint("grammar", "...")',
+                field="constraint",
+            )
         if not _is_number(self.length_penalty) or not math.isfinite(self.length_penalty):
             fail("length_penalty", "a finite number")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED):
@@ -336,8 +348,9 @@ class GenerationConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The settings fields: what profiles, environment variables, ``/set``, batch lines and
-        ``--json``'s ``config`` hold (every field but `LLMBUILDER_FIELDS`)."""
-        return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("llmbuilder_only"))
+        ``--json``'s ``config`` hold (every field but `LLMBUILDER_FIELDS` and ``constraint``)."""
+        return tuple(f.name for f in dataclasses.fields(cls)
+                     if not f.metadata.get("llmbuilder_only") and not f.metadata.get("not_a_setting"))
 
 
 def _refuse_assignment(self: GenerationConfig, name: str, value: Any) -> None:

@@ -15,7 +15,7 @@ __all__ = ["FinishReason", "GenerationStats", "TokenProbs", "StreamChunk", "Gene
 class FinishReason(str, Enum):
     """Why generation ended."""
 
-    EOS = "eos"  # the model produced its end-of-sequence token
+    EOS = "eos"  # the model produced its end-of-sequence token (or an output constraint was complete)
     STOP = "stop"  # a stop string appeared; the text is cut before it
     LENGTH = "length"  # max_new_tokens were generated
     CANCELLED = "cancelled"  # the caller stopped it (Ctrl-C)

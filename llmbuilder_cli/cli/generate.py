@@ -17,7 +17,7 @@ from .. import demo, paths
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, MODEL_PATH_HINT, ModelLoadError, UsageError
 from ..terminal_text import is_terminal, visible, wrap_for
-from ..types import StreamChunk, footer_text
+from ..types import FinishReason, StreamChunk, footer_text
 from .completion import (
     complete_chat_template,
     complete_device,
@@ -37,6 +37,7 @@ P_SAMPLING = "Sampling"
 P_LENGTH = "Length and stopping"
 P_OUTPUT = "Machine output"
 P_MODES = "Modes"
+P_CONSTRAIN = "Constrained output"
 
 
 def _read_stdin_prompt() -> str:
@@ -332,6 +333,45 @@ def text_command(
     ignore_eos: Annotated[
         Optional[bool], typer.Option("--ignore-eos", help=FIELD_HELP["ignore_eos"], rich_help_panel=P_LENGTH)
     ] = None,
+    json_schema: Annotated[
+        Optional[str],
+        typer.Option(
+            "--json-schema",
+            help="The output is JSON valid against this JSON Schema (a file, or inline JSON starting with '{'): "
+            "only tokens that keep it valid are sampled, and generation ends when the value is complete.",
+            rich_help_panel=P_CONSTRAIN,
+        ),
+    ] = None,
+    output_format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="'json': the generated text is one JSON value (any). Not the same as --json, which prints the "
+            "whole result (text, stats, config) as a JSON record.",
+            rich_help_panel=P_CONSTRAIN,
+        ),
+    ] = None,
+    regex: Annotated[
+        Optional[str],
+        typer.Option(
+            "--regex", help="The whole output matches this regular expression (Rust regex syntax).",
+            rich_help_panel=P_CONSTRAIN,
+        ),
+    ] = None,
+    choice: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--choice", help="The output is exactly one of these strings. Repeatable: --choice yes --choice no.",
+            rich_help_panel=P_CONSTRAIN,
+        ),
+    ] = None,
+    grammar: Annotated[
+        Optional[str],
+        typer.Option(
+            "--grammar", help="The output follows this grammar file: Lark (a 'start' rule) or GBNF (a 'root' rule).",
+            rich_help_panel=P_CONSTRAIN,
+        ),
+    ] = None,
     show_probs: Annotated[
         bool,
         typer.Option(
@@ -497,8 +537,13 @@ def text_command(
         if prompt is not None or interactive:
             raise UsageError("--prompts-file cannot be combined with --prompt or --interactive", hint="choose one")
 
+    from ..constraint import from_options
+
+    # Checked (schema compiled, file read) before any model loads; not a setting, so set on each config.
+    constraint = from_options(json_schema=json_schema, format=output_format, regex=regex, choice=choice,
+                              grammar=grammar)
     resolved = st.resolve(flags, profile=profile)  # flag > LLMBUILDER_* > profile > default
-    config = resolved.generation_config()
+    config = resolved.generation_config().replace(constraint=constraint)
     model = resolved.values.get("model")
     tokenizer = resolved.values.get("tokenizer")
     device = resolved.values.get("device", "auto")
@@ -560,7 +605,7 @@ def text_command(
     model_defaults = getattr(loaded, "generation_defaults", None)
     if model_defaults:  # the model's generation_config.json sits between the profile and built-in defaults
         resolved = st.resolve(flags, profile=profile, settings=resolved.settings, model_defaults=model_defaults)
-        config = resolved.generation_config()
+        config = resolved.generation_config().replace(constraint=constraint)
         if specs is not None:
             specs = read_prompts_file(prompts_file, config, stdin_text)
 
@@ -623,6 +668,9 @@ def text_command(
         sys.stderr.write(format_probs_plain(stream.token_probs) + "\n")
     if not quiet and last is not None:
         sys.stderr.write(wrap_for(footer_text(last, block), sys.stderr) + "\n")
+        if config.constraint is not None and last.finish_reason is FinishReason.LENGTH:
+            note = "note: --max-tokens ended the output before the output constraint was complete; raise --max-tokens"
+            sys.stderr.write(wrap_for(note, sys.stderr) + "\n")
         sys.stderr.flush()
     _busy_note(stream, quiet)
     return EXIT_INTERRUPTED if cancelled else EXIT_OK

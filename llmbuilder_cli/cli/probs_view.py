@@ -2,7 +2,9 @@
 
 For every generated token: its probability in the final distribution, and the N most likely tokens after
 each stage (the raw logits, then each active processor in order), so one can see what temperature,
-top-k or top-p did. A rich table on a terminal; plain aligned text otherwise.
+top-k or top-p did. With an output constraint its stage (``constraint``, first after the raw logits) also
+names the tokens of the stage before it that the constraint removed. A rich table on a terminal; plain
+aligned text otherwise.
 """
 
 from __future__ import annotations
@@ -28,14 +30,25 @@ def _cell(top: Sequence[tuple[int, str, float]]) -> list[str]:
     return [f"{token_label(t)} {p:.4f}" for _, t, p in top]
 
 
+def _removed(tp: TokenProbs, index: int) -> list[str]:
+    """For the ``constraint`` stage: the tokens listed at the stage before it that it removed."""
+    name, top = tp.stages[index]
+    if name != "constraint" or index == 0:
+        return []
+    kept = {i for i, _, _ in top}
+    return [token_label(t) for i, t, _ in tp.stages[index - 1][1] if i not in kept]
+
+
 def format_probs_plain(token_probs: Sequence[TokenProbs]) -> str:
     """One block per token: ``#i "tok" p=…`` then one line per stage with its top alternatives."""
     out: list[str] = []
     for i, tp in enumerate(token_probs):
         out.append(f"#{i} {token_label(tp.token)} p={tp.prob:.4f}")
         width = max((len(name) for name, _ in tp.stages), default=0)
-        for name, top in tp.stages:
-            out.append(f"   {name:<{width}}  " + "  ".join(_cell(top)))
+        for k, (name, top) in enumerate(tp.stages):
+            removed = _removed(tp, k)
+            out.append(f"   {name:<{width}}  " + "  ".join(_cell(top))
+                       + (f"  (removed: {' '.join(removed)})" if removed else ""))
     return "\n".join(out)
 
 
@@ -54,6 +67,7 @@ def print_probs_table(token_probs: Sequence[TokenProbs], file: IO[str]) -> None:
     for name in stages:
         table.add_column(f"top after {name}" if name != "raw" else "top, raw logits")
     for i, tp in enumerate(token_probs):
-        cells = {name: "\n".join(_cell(top)) for name, top in tp.stages}
+        cells = {name: "\n".join(_cell(top) + (["removed: " + " ".join(r)] if (r := _removed(tp, k)) else []))
+                 for k, (name, top) in enumerate(tp.stages)}
         table.add_row(str(i), token_label(tp.token), f"{tp.prob:.4f}", *(cells.get(n, "") for n in stages))
     Console(file=file).print(table)

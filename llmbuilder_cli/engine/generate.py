@@ -23,6 +23,7 @@ import torch
 from ..config import GenerationConfig
 from ..errors import ConfigError, GenerationError, UsageError
 from ..types import FinishReason, GenerationResult, GenerationStats, StreamChunk, TokenProbs
+from .constrain import ConstraintMask
 from .loaded import LoadedModel
 from .sampling import SamplingContext, apply_processors, build_processors, probabilities, select
 from .tokenizers.tokenizer import StreamDecoder, Tokenizer
@@ -56,6 +57,7 @@ class TokenGenerator:
         trace_top: int = 0,
         cache: KVCache | None = None,
         cached: int = 0,
+        constraint: ConstraintMask | None = None,
     ) -> None:
         if not prompt_ids:
             raise UsageError("the prompt is empty", hint="give some text to continue")
@@ -73,6 +75,9 @@ class TokenGenerator:
         self.eos_ids = frozenset(eos_ids)
         self.generator = generator
         self.processors = build_processors(config, eos_ids=eos_ids, vocab_limit=vocab_limit)
+        self.constraint = constraint  # runs first (after the vocabulary limit): later stages see valid ids only
+        if constraint is not None:
+            self.processors.insert(int(vocab_limit is not None), constraint)
         self.window_slides = 0  # steps that ran on the cropped P-token window
         self.trace_top = trace_top  # > 0: record the top tokens after each stage (see last_trace)
         self.last_trace: tuple[float, list[tuple[str, list[tuple[int, float]]]]] | None = None
@@ -122,6 +127,8 @@ class TokenGenerator:
             logits = apply_processors(logits, self.processors, self._ctx, observe)
             token = select(logits, self.config.greedy, self.generator)
             self.last_trace = (float(probabilities(logits)[token]), stages)
+        if self.constraint is not None:
+            self.constraint.advance(token)
         self._ctx.add(token)
         return token
 
@@ -139,8 +146,14 @@ class TokenGenerator:
             token = self._pick(self._next_logits())
             self.seq.append(token)
             yield token
-            if token in self.eos_ids:
+            if token in self.eos_ids or self.finished_constraint:
                 return
+
+    @property
+    def finished_constraint(self) -> bool:
+        """Whether the output constraint is complete (it took its end-of-sequence token, or nothing more can
+        follow the text): generation ends."""
+        return self.constraint is not None and self.constraint.done
 
 
 def with_bos(tokenizer: Tokenizer, ids: Sequence[int]) -> list[int]:
@@ -227,9 +240,10 @@ class TextStream:
             raise UsageError(f"top_logprobs must be a whole number from 0 to 100 (got {top_logprobs!r})",
                              hint="use 5 for a readable view, 0 to turn it off")
         self.token_probs: list[TokenProbs] = []
+        constraint = None if config.constraint is None else ConstraintMask(config.constraint, tok, model.config.vocab_size)
         self._tokens = TokenGenerator(
             model, self.prompt_ids, config, eos_ids=tok.eos_ids, vocab_limit=vocab_limit, generator=generator,
-            trace_top=top_logprobs, cache=cache, cached=cached,
+            trace_top=top_logprobs, cache=cache, cached=cached, constraint=constraint,
         )
         self._decoder = StreamDecoder(tok, self.prompt_ids)
         self._stop = StopMatcher(config.stop) if config.stop else None
@@ -273,6 +287,7 @@ class TextStream:
         self._started = True
         self._t0 = time.perf_counter()
         eos_ids = self._tokens.eos_ids
+        tok_eos = self.loaded.tokenizer.eos_ids  # what ends a constrained output (with ignore_eos too)
         try:
             for index, token in enumerate(self._tokens):
                 if index == 0:
@@ -280,7 +295,7 @@ class TextStream:
                     self.stats.time_to_first_token_s = self.stats.prefill_s = self._t_first - self._t0
                 self.token_ids.append(token)
                 probs = self._token_probs(token)
-                if token in eos_ids:
+                if token in eos_ids or (token in tok_eos and self._tokens.finished_constraint):
                     self.finish_reason = FinishReason.EOS
                     break
                 piece = self._decoder.step(token)
@@ -294,10 +309,12 @@ class TextStream:
         except RuntimeError as exc:  # device errors, out of memory
             raise GenerationError(f"generation failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                                   hint="try --device cpu or a shorter --max-tokens") from exc
-        if self.finish_reason is None:
-            self.finish_reason = FinishReason.LENGTH
-        last = self.token_ids[-1] if self.token_ids else None
         last_probs = self.token_probs[-1] if self.token_probs and self.finish_reason is FinishReason.EOS else None
+        if self.finish_reason is None:
+            # A complete constrained output whose grammar allows nothing more ends as at EOS (the only token
+            # left), without spending a step on it.
+            self.finish_reason = FinishReason.EOS if self._tokens.finished_constraint else FinishReason.LENGTH
+        last = self.token_ids[-1] if self.token_ids else None
         yield self._finish(self._emit(self._tail()), last, len(self.token_ids) - 1, last_probs)
 
     def _tail(self) -> str:

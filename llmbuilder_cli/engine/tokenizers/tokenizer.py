@@ -154,6 +154,11 @@ class SentencePieceTokenizer:
         self.chat_template: str | None = None
         self.special_tokens: dict[str, str] = {}
 
+    @property
+    def processor(self) -> Any:
+        """The sentencepiece processor itself (for libraries that read the vocabulary, e.g. llguidance)."""
+        return self._sp
+
     def encode(self, text: str) -> list[int]:
         text = checked_text(text)
         with tokenizer_errors(self.path, "encoding"):
@@ -204,6 +209,11 @@ class HFTokenizer:
         if self.add_bos and self.bos_id is None:
             self.add_bos = False
         self.chat_template = _chat_template(path.parent, cfg)
+
+    @property
+    def backend(self) -> Any:
+        """The ``tokenizers.Tokenizer`` itself (for libraries that take its JSON, e.g. llguidance)."""
+        return self._tok
 
     def _setup(self, tok: Any, path: Path) -> None:
         self._tok = tok

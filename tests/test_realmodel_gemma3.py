@@ -91,7 +91,7 @@ def test_greedy_ids_and_tokenization_equal_transformers(gemma3_reference, source
 
 def test_info_describes_the_file():
     gguf = gemma3_gguf()
-    p = subprocess.run([sys.executable, "-m", "llmbuilder_cli", "info", "--model", str(gguf)],
+    p = subprocess.run([sys.executable, "-m", "llmbuilder_cli", "info", str(gguf)],
                        capture_output=True, text=True, env=cli_env(), timeout=900)
     assert p.returncode == 0, p.stderr
     out = p.stdout

@@ -206,12 +206,12 @@ def load_model(
     the whole process: a number, "auto" (1 for small models, else the CPUs other programs leave free; see
     ``cpu_load.py``), or None to leave it alone. ``dtype``:
     "auto" (float32 on CPU and MPS; bfloat16, else float16, on CUDA), "float32", "bfloat16" or "float16".
-    ``quantize``: None, "int8" or "int4" for weight-only quantization (Llama-family models: int8 reads
+    ``quantize``: None, "int8" or "int4" for weight-only quantization (Llama-family and Gemma 3 models: int8 reads
     about 4x less memory than float32 per token; int4, groups of 32 with torch's CPU kernel, decodes
     fastest; each with a small, measured loss of quality; see README "Performance").
 
     Model formats: llmbuilder files, Hugging Face directories (``config.json`` + safetensors) of the
-    Llama family and GPT-2, and GGUF files (dequantized at load).
+    Llama family, GPT-2 and Gemma 3 (text), and GGUF files of them (dequantized at load).
     """
     with deferred_interrupt():  # the first import of torch must not be cut in half by Ctrl-C
         from .engine import loading

@@ -63,6 +63,11 @@ def format_info(d: dict[str, Any]) -> str:
     if d.get("rope_theta") is not None:
         scaling = f", {d['rope_scaling']} scaling" if d.get("rope_scaling") else ""
         rows.append(("Positions", f"rotary, theta {d['rope_theta']:g}{scaling}"))
+    att = d.get("attention")
+    if att:
+        local = f" (rotary theta {att['sliding_rope_theta']:g})" if att.get("sliding_rope_theta") else ""
+        rows.append(("Attention", f"sliding window of {att['sliding_window']:,} tokens in "
+                                  f"{att['sliding_layers']} layers{local}, full in {att['full_layers']}"))
     rows += [
         ("Weights", f"{d['stored_dtype']} in the file, run in {d.get('run_dtype', 'float32')}"),
         ("File size", _size(d["file_size"])),

@@ -1,12 +1,12 @@
 """Describe a model without running it: what ``llmbuilder info`` prints.
 
 Reads and validates the model exactly as loading does (so a model described here will load), then
-reports its architecture (layers, heads and key/value heads, width, context, vocabulary, rotary base),
-format, stored dtype or quantization, the dtype it runs in by default, size and sha256, and the tokenizer
-that goes with it (EOS/BOS, chat template). llmbuilder checkpoints are read whole; a Hugging Face
-directory only from its safetensors headers; a GGUF file is read as loading does. A missing tokenizer
-is reported, not fatal; an explicitly given one that cannot be read is an error, as it would be when
-generating.
+reports its architecture (layers, heads and key/value heads, width, context, vocabulary, rotary base,
+sliding-window layers), format, stored dtype or quantization, the dtype it runs in by default, size and
+sha256, and the tokenizer that goes with it (EOS/BOS, chat template).
+llmbuilder checkpoints are read whole; a Hugging Face directory only from its safetensors headers; a GGUF
+file is read as loading does. A missing tokenizer is reported, not fatal; an explicitly given one that
+cannot be read is an error, as it would be when generating.
 """
 
 from __future__ import annotations
@@ -98,6 +98,21 @@ def _gguf(file: Path, tokenizer_path: Any) -> tuple[ModelInfo, bool, dict, dict]
     return info, config.tie_word_embeddings, tok, {}
 
 
+def _attention(config: Any) -> dict[str, Any] | None:
+    """For models that mix sliding-window and full-attention layers (Gemma 3): the window, how many layers
+    of each kind, and the sliding layers' rotary base; None for models whose layers all attend alike."""
+    types = getattr(config, "layer_types", None)
+    if not types or "sliding_attention" not in types:
+        return None
+    local = getattr(config, "rope_local", None)
+    return {
+        "sliding_window": config.sliding_window,
+        "sliding_layers": sum(t == "sliding_attention" for t in types),
+        "full_layers": sum(t == "full_attention" for t in types),
+        "sliding_rope_theta": None if local is None else local.theta,
+    }
+
+
 def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *, num_heads: int | None = None) -> dict[str, Any]:
     """A JSON-ready description of the model at ``model_path`` and its tokenizer."""
     path = resolve_model_file(model_path)
@@ -127,6 +142,7 @@ def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *
         "vocab_size": config.vocab_size,
         "rope_theta": None if rope is None else rope.theta,
         "rope_scaling": None if rope is None or rope.kind == "default" else rope.kind,
+        "attention": _attention(config),
         "tied_output_head": tied,
         "stored_dtype": info.stored_dtype,
         "quantization": info.quantization,

@@ -40,6 +40,7 @@ from .formats.weights_io import LazyState, SafetensorsFile
 from .kernels import QUANTIZATIONS, fuses_layers
 from .limits import check_memory
 from .loaded import LoadedModel, ModelInfo
+from .models.gemma3 import Gemma3
 from .models.llama import Llama
 from .models.llmbuilder_gpt import LLMBuilderGPT
 from .runtime import DTYPES, choose_threads, max_threads, resolve_device, resolve_dtype
@@ -87,8 +88,8 @@ def _check_vocab(tokenizer: Tokenizer, config: Any) -> None:
 def _build_hf_model(config: Any, state: Mapping[str, torch.Tensor], quantize: str | None) -> Any:
     """The inference model for a validated config; a dict state is consumed (emptied as it is used)."""
     model_class = hf_dir.SUPPORTED[config.model_type][1]
-    if model_class is Llama:
-        return Llama(config, state, quantize=quantize, consume=True)
+    if model_class in (Llama, Gemma3):
+        return model_class(config, state, quantize=quantize, consume=True)
     _no_quantization(quantize, config.model_type)
     return hf_dir.build_model(config, state)
 
@@ -96,7 +97,8 @@ def _build_hf_model(config: Any, state: Mapping[str, torch.Tensor], quantize: st
 def _no_quantization(quantize: str | None, architecture: str) -> None:
     if quantize is not None:
         raise UsageError(f"{quantize} quantization is not available for {architecture} models",
-                         hint="it runs Llama-family models (llama, mistral, qwen2); leave the quantization off")
+                         hint="it runs Llama-family models (llama, mistral, qwen2) and Gemma 3; "
+                              "leave the quantization off")
 
 
 def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
@@ -211,14 +213,14 @@ def load(
     ``dtype``: ``auto`` (see `resolve_dtype`), ``float32``, ``bfloat16`` or ``float16``, for every format.
     ``threads``: None leaves torch's CPU thread count alone; a number sets it (process-wide); "auto"
     picks one from the model size and the free CPUs (`choose_threads`). ``num_heads`` is only for old llmbuilder checkpoints.
-    ``quantize``: None, ``"int8"`` or ``"int4"``: weight-only quantization for Llama-family models
+    ``quantize``: None, ``"int8"`` or ``"int4"``: weight-only quantization for Llama-family and Gemma 3 models
     (``engine/kernels/``);
     activations, norms and attention stay in ``dtype``.
     """
     t0 = time.perf_counter()
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"unknown quantization {quantize!r}",
-                         hint="use int8 or int4 (weight-only, Llama-family models) or leave it off")
+                         hint="use int8 or int4 (weight-only, Llama-family and Gemma 3 models) or leave it off")
     if threads == "auto":  # how busy the CPUs are is measured while the files are read
         threads = AutoThreads(cpu_load.CpuUse.now())
     dev = resolve_device(device)

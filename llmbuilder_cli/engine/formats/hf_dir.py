@@ -2,7 +2,7 @@
 
 A directory is recognised by a ``config.json`` naming a ``model_type`` or ``architectures``. The model
 type picks the architecture (`SUPPORTED`); the rest of the config is validated by that architecture's
-config class (``engine/models/llama.py``, ``engine/models/gpt2.py``), which also lists every tensor it
+config class (``engine/models/llama.py``, ``gpt2.py``, ``gemma3.py``), which also lists every tensor it
 needs with its shape. Weights come from ``model.safetensors`` or the shards named by
 ``model.safetensors.index.json``, read with ``safetensors.safe_open`` (memory-mapped; no pickle is ever
 loaded): headers first, so names, shapes and dtypes are checked before any data is read, then each tensor
@@ -25,6 +25,7 @@ import torch
 
 from ...config import GenerationConfig
 from ...errors import ConfigError, ModelLoadError
+from ..models.gemma3 import Gemma3, Gemma3Config
 from ..models.gpt2 import GPT2, GPT2Config
 from ..models.llama import Llama, LlamaConfig
 
@@ -42,7 +43,7 @@ __all__ = [
     "generation_defaults",
 ]
 
-ModelConfig = Union[LlamaConfig, GPT2Config]
+ModelConfig = Union[LlamaConfig, GPT2Config, Gemma3Config]
 
 #: model_type → (config class, model class, what it covers).
 SUPPORTED: dict[str, tuple[type, type, str]] = {
@@ -50,12 +51,14 @@ SUPPORTED: dict[str, tuple[type, type, str]] = {
     "mistral": (LlamaConfig, Llama, "Mistral"),
     "qwen2": (LlamaConfig, Llama, "Qwen2/Qwen2.5"),
     "gpt2": (GPT2Config, GPT2, "GPT-2"),
+    "gemma3_text": (Gemma3Config, Gemma3, "Gemma 3, text only"),
 }
 _ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
     "GPT2LMHeadModel": "gpt2",
+    "Gemma3ForCausalLM": "gemma3_text",
 }
 _INDEX = "model.safetensors.index.json"
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
@@ -182,7 +185,7 @@ def validate_shapes(config: ModelConfig, found: Mapping[str, tuple[int, ...]], s
     return names
 
 
-def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor]) -> Llama | GPT2:
+def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor]) -> Llama | GPT2 | Gemma3:
     """The inference model for a validated config and a state dict with transformers' names."""
     return SUPPORTED[config.model_type][1](config, state)
 

@@ -12,7 +12,8 @@ data, often block-quantized. This module turns it into what a transformers check
   ``gguf`` package's reference code for the rarer ones) with the row permutation llama.cpp's converter
   applies to Llama Q/K weights undone, so loading never holds the model twice.
 
-Supported architectures: llama (Mistral files say llama too), qwen2, gpt2. Shapes in a GGUF are listed
+Supported architectures: llama (Mistral files say llama too), qwen2, gpt2, gemma3 (text only; its norm
+weights are stored as ``1 + weight`` and read back as transformers' ``weight``). Shapes in a GGUF are listed
 fastest-varying first (ggml's ``ne`` order); here every shape is in torch/numpy order.
 
 This module holds that entry point, the tensor-name and config mapping, and re-exports the public names
@@ -58,7 +59,7 @@ __all__ = [
     "read_gguf_header",
 ]
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma3")
 
 
 @dataclass
@@ -94,6 +95,25 @@ _LLAMA_BLOCK = {
     "ffn_down.weight": "mlp.down_proj.weight",
 }
 _LLAMA_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+_GEMMA3_BLOCK = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+}
+#: Gemma 3 defaults llama.cpp applies that the file does not store: every 6th layer attends globally, the
+#: others through a sliding window with this rope base.
+_GEMMA3_SLIDING_PATTERN = 6
+_GEMMA3_LOCAL_ROPE_BASE = 10000.0
 _GPT2_BLOCK = {
     "attn_norm.weight": "ln_1.weight",
     "attn_norm.bias": "ln_1.bias",
@@ -122,9 +142,10 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 def _hf_name(arch: str, name: str, n_layers: int) -> str | None:
     """The transformers name of GGUF tensor ``name``, or None when it has none."""
-    top, block, prefix = (
-        (_GPT2_TOP, _GPT2_BLOCK, "transformer.h") if arch == "gpt2" else (_LLAMA_TOP, _LLAMA_BLOCK, "model.layers")
-    )
+    top, block, prefix = {
+        "gpt2": (_GPT2_TOP, _GPT2_BLOCK, "transformer.h"),
+        "gemma3": (_LLAMA_TOP, _GEMMA3_BLOCK, "model.layers"),
+    }.get(arch, (_LLAMA_TOP, _LLAMA_BLOCK, "model.layers"))
     if name in top:
         return top[name]
     if name == "output.weight":
@@ -198,6 +219,8 @@ def _hf_config(header: GGUFHeader, arch: str) -> dict:
             f"{header.path.name}: rotary embedding on {rope_dims} of {head_dim} head dimensions",
             hint="partial rotary embeddings are not supported for this architecture",
         )
+    if arch == "gemma3":
+        return _gemma3_config(header, common)
     theta = float(meta.get(key("rope.freq_base"), 10000.0))
     has_bias = "blk.0.attn_q.bias" in tensors
     return {
@@ -210,6 +233,33 @@ def _hf_config(header: GGUFHeader, arch: str) -> dict:
         "rope_scaling": _rope_scaling(header, arch, theta, head_dim),
         "attention_bias": True if arch == "qwen2" else has_bias,
     }
+
+
+def _gemma3_config(header: GGUFHeader, common: dict) -> dict:
+    """A ``gemma3_text`` config.json from a gemma3 GGUF header, as llama.cpp runs the file: queries scaled
+    by ``head_dim ** -0.5``, sliding layers with their own rope base (``rope.freq_base_swa``, else 10000).
+    (For the 27B model llama.cpp scales queries by ``(hidden / heads) ** -0.5`` instead; this reader does
+    not single it out and has not been checked against it.)"""
+    meta = header.metadata
+    key = lambda name: f"gemma3.{name}"  # noqa: E731
+    theta = float(meta.get(key("rope.freq_base"), 1_000_000.0))
+    config = {
+        "model_type": "gemma3_text",
+        "architectures": ["Gemma3ForCausalLM"],
+        **common,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": float(meta.get(key("attention.layer_norm_rms_epsilon"), 1e-6)),
+        "rope_theta": theta,
+        "rope_scaling": _rope_scaling(header, "gemma3", theta, common["head_dim"]),
+        "rope_local_base_freq": float(meta.get(key("rope.freq_base_swa"), _GEMMA3_LOCAL_ROPE_BASE)),
+        "sliding_window": _meta_int(meta, key("attention.sliding_window"), 4096),
+        "sliding_window_pattern": _GEMMA3_SLIDING_PATTERN,
+        "query_pre_attn_scalar": common["head_dim"],
+    }
+    cap = meta.get(key("final_logit_softcapping"))
+    if cap is not None:
+        config["final_logit_softcapping"] = float(cap)
+    return config
 
 
 def _expected_shape(c: dict, hf: str) -> tuple[int, ...]:
@@ -232,6 +282,8 @@ def _expected_shape(c: dict, hf: str) -> tuple[int, ...]:
         return (rows[part], cols.get(part, h)) if kind == "weight" else (rows[part],)
     if part in ("embed_tokens", "lm_head"):
         return (v, h)
+    if part in ("q_norm", "k_norm"):
+        return (c["head_dim"],)
     return (h,)  # the norms
 
 
@@ -399,6 +451,8 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
             entries[hf] = Entry(info, "unpermute", n_kv)
         elif arch == "gpt2" and hf.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
             entries[hf] = Entry(info, "transpose")  # (out, in) -> transformers' Conv1D (in, out)
+        elif arch == "gemma3" and hf.endswith("norm.weight"):
+            entries[hf] = Entry(info, "minus_one")  # stored 1 + w; the model adds the 1 back, as transformers
         else:
             entries[hf] = Entry(info)
     state = GGUFState(path, entries, dtype=dtype, device=device)
@@ -443,6 +497,8 @@ def _check_complete(config: dict, arch: str, names: set[str], file: str) -> None
     n = config["num_hidden_layers"]
     if arch == "gpt2":
         wanted = [*_GPT2_TOP.values()] + [f"transformer.h.{i}.{v}" for i in range(n) for v in _GPT2_BLOCK.values()]
+    elif arch == "gemma3":
+        wanted = [*_LLAMA_TOP.values()] + [f"model.layers.{i}.{v}" for i in range(n) for v in _GEMMA3_BLOCK.values()]
     else:
         block = [v for k, v in _LLAMA_BLOCK.items() if k.endswith("weight")]
         if config["attention_bias"]:

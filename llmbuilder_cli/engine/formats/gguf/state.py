@@ -10,7 +10,9 @@ quantizes to int8 takes float32 blocks (`row_blocks`) and never sees a whole flo
 
 Layouts (``Entry.layout``): ``"plain"``; ``"unpermute"``, Llama Q/K weights and biases whose rows
 llama.cpp's converter interleaved per head (undone head by head, so blocks are aligned to whole heads);
-``"transpose"``, GPT-2's (out, in) matrices turned into transformers' Conv1D (in, out).
+``"transpose"``, GPT-2's (out, in) matrices turned into transformers' Conv1D (in, out); ``"minus_one"``,
+Gemma norm weights, which llama.cpp's converter stores as ``1 + weight`` (transformers' value is the stored
+one minus 1, computed in float32).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Entry:
     """Where one state tensor comes from and how its stored layout becomes transformers' layout."""
 
     info: GGUFTensorInfo
-    layout: str = "plain"  # "plain" | "unpermute" | "transpose"
+    layout: str = "plain"  # "plain" | "unpermute" | "transpose" | "minus_one"
     heads: int = 1  # for "unpermute": the number of heads the rows hold
 
     @property
@@ -153,6 +155,8 @@ class GGUFState(Mapping[str, torch.Tensor]):
             vec = dequantize(raw, info.type_id, info.shape)  # (rows,)
             if entry.layout == "unpermute":
                 vec = unpermute_rows(vec, entry.heads)
+            elif entry.layout == "minus_one":
+                vec = vec.float() - 1.0
             yield 0, vec
             return
         rows, cols = info.shape[0], math.prod(info.shape[1:])

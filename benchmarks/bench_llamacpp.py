@@ -44,7 +44,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -187,7 +186,7 @@ def run_group(args: argparse.Namespace, files: dict[str, Path], precision: str, 
                  "first_token_short_s": median([s for _, _, s in decode[name]]),
                  "first_token_long_s": median(ttft[name]), "ids": decode[name][-1][0]}
         if isinstance(engine, LlamaCpp):
-            perfs = [p for p in engine.perf if p["decode_tokens"]][1:]  # the timed decode calls (not the warm-up)
+            perfs = [p for p in engine.perf if p["decode_tokens"] > 1][1:]  # timed decode calls, not the warm-up
             entry["llama_decode_ms_per_token"] = median([p["decode_ms"] / p["decode_tokens"] for p in perfs])
             entry["load_s"] = engine.load_s
             engine.close()
@@ -315,19 +314,30 @@ def bench_processes(args: argparse.Namespace, files: dict[str, Path]) -> dict[st
             for name in cmds}
 
 
+_LAUNCHER = """
+import json, os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"wall": time.perf_counter() - t0, "code": os.waitstatus_to_exitcode(status),
+                  "peak": usage.ru_maxrss * 1024}))
+"""
+
+
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in bytes) of one process, from its own resource usage (``wait4``)."""
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            err.seek(0)
-            raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
-                             f"{err.read().decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+    """(wall seconds, peak RSS in bytes) of one process. A small launcher forks it and reads its resource
+    usage (``wait4``): forked from this process, whose memory holds models, the child's peak would start
+    at this process's size."""
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+    result = json.loads(proc.stdout) if proc.returncode == 0 else {"code": proc.returncode}
+    if result["code"]:
+        raise SystemExit(f"command failed ({result['code']}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return result["wall"], result["peak"]
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -338,7 +348,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
     dec = res["decode"]
     print(f"\nDecoding: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy (tok/s after the "
           f"first token); first token of a {args.prompt_tokens}- and a {args.ttft_tokens}-token prompt")
-    print(f"  {'engine':<24}{'tok/s':>8}{'ours/llama':>12}{'TTFT 20':>10}{'TTFT 512':>10}{'llama_decode':>14}")
+    short, long = f"TTFT {args.prompt_tokens}", f"TTFT {args.ttft_tokens}"
+    print(f"  {'engine':<24}{'tok/s':>8}{'ours/llama':>12}{short:>10}{long:>10}{'llama_decode':>14}")
     for name, e in dec.items():
         ratio = ""
         if name.startswith("llama.cpp"):
@@ -397,6 +408,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--split", action=argparse.BooleanOptionalAction, default=True,
                    help="time our products and profile the rest")
     p.add_argument("--skip-processes", action="store_true")
+    p.add_argument("--skip-decode", action="store_true", help="only the fresh-process rows")
     p.add_argument("--quick", action="store_true", help="smoke run: see the module docstring")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--cache-dir", type=Path, help="where the written GGUF files are kept (default: user cache)")
@@ -426,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tok = Ours(files["F32"], "float32", None).loaded.tokenizer
     text_ids = tok.encode(TEXT * 40)
     prompt, long_prompt = text_ids[: args.prompt_tokens], text_ids[: args.ttft_tokens]
-    for precision in args.precisions.split(","):
+    for precision in [] if args.skip_decode else args.precisions.split(","):
         print(f"{precision} ...", file=sys.stderr)
         res["decode"].update(run_group(args, files, precision, prompt, long_prompt))
     if not args.skip_processes:

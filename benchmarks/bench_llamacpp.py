@@ -294,7 +294,8 @@ def bench_processes(args: argparse.Namespace, files: dict[str, Path]) -> dict[st
     cli = our_cli()
     cmds: dict[str, list[str]] = {"import torch": [sys.executable, "-c", "import torch"],
                                   "import llama_cpp": [args.llama_python, "-c", "import llama_cpp"]}
-    for precision, (ours_modes, theirs) in GROUPS.items():
+    for precision in args.precisions.split(","):
+        ours_modes, theirs = GROUPS[precision]
         for label, dtype, quantize, file in our_modes(args, ours_modes):
             cmds[f"ours {label}"] = cli + ["generate", "text", "-m", str(files[file]), "--dtype", dtype,
                                            "--quantize", quantize or "none", "-p", PROMPT_TEXT, "--greedy",

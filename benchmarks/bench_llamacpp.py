@@ -347,6 +347,16 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nSmolLM2-135M-Instruct | torch {env['torch']} | llama-cpp-python {env['llama_cpp']} | "
           f"{args.threads} threads | {env['cpus']} CPUs ({env['cpu']}) | medians of {args.runs} runs")
     dec = res["decode"]
+    if dec:
+        report_decode(dec, args)
+    proc = res.get("processes")
+    if proc:
+        print("\nFresh processes: wall time to the first token, peak RSS")
+        for name, p in proc.items():
+            print(f"  {name:<24}{p['wall_s']:>7.3f} s{p['peak_rss'] / 2**20:>8.0f} MiB")
+
+
+def report_decode(dec: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nDecoding: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, greedy (tok/s after the "
           f"first token); first token of a {args.prompt_tokens}- and a {args.ttft_tokens}-token prompt")
     short, long = f"TTFT {args.prompt_tokens}", f"TTFT {args.ttft_tokens}"
@@ -380,11 +390,6 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
         if "llama_decode_ms_per_token" in e:
             wall = 1e3 / e["tokens_per_s"]
             print(f"  {name:<22} {wall:6.2f} wall per token, {e['llama_decode_ms_per_token']:.2f} inside llama_decode")
-    proc = res.get("processes")
-    if proc:
-        print("\nFresh processes: wall time to the first token, peak RSS")
-        for name, p in proc.items():
-            print(f"  {name:<24}{p['wall_s']:>7.3f} s{p['peak_rss'] / 2**20:>8.0f} MiB")
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def test_stdout_has_no_escape_bytes_and_stats_go_to_stderr():
     assert "tokens" not in p.stdout
 
 
+@pytest.mark.slow
 def test_seeded_runs_are_byte_identical_across_processes():
     args = (*BASE, "-p", "The little fox", "--max-tokens", "30", "--seed", "1234", "--temperature", "1.1", "-q")
     a, b = run(*args), run(*args)

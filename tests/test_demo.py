@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from conftest import MODEL_PT, cli_cmd, cli_env
 
@@ -46,6 +47,7 @@ def test_corpus_is_byte_identical_across_processes():
     assert digests == {here + "\n"}
 
 
+@pytest.mark.slow
 def test_shipped_model_was_trained_on_this_corpus():
     """The generator still writes, byte for byte, the corpus the shipped demo was trained on."""
     corpus = REPORT["corpus"]
@@ -66,6 +68,7 @@ def test_corpus_text_is_clean():
 
 
 # --------------------------------------------------------------------------------------- training script
+@pytest.mark.slow
 def test_training_script_is_reproducible_and_writes_llmbuilder_format(tmp_path):
     import torch
 
@@ -113,6 +116,7 @@ def test_shipped_files_match_their_records():
     assert total <= 8 * 1024 * 1024, total
 
 
+@pytest.mark.slow
 def test_demo_greedy_continuations_match_the_training_script(tmp_path):
     from llmbuilder_cli import api
 
@@ -124,6 +128,7 @@ def test_demo_greedy_continuations_match_the_training_script(tmp_path):
         assert r.text == case["text"]
 
 
+@pytest.mark.slow
 def test_demo_story_ends_on_eos():
     from llmbuilder_cli import api
 

@@ -71,8 +71,9 @@ LONG = ["--max-tokens", "400", "--ignore-eos", "-q"]
     "args, stdin",
     [
         (["generate", "text", "-p", "hi", *LONG], None),
-        (["generate", "text", "--prompts-file", "-", "--jsonl", *LONG], b"one\ntwo\nthree\nfour\n"),
-        (["generate", "text", "-i", *LONG], b"hello\nand then?\nmore\nmore\n"),
+        pytest.param(["generate", "text", "--prompts-file", "-", "--jsonl", *LONG], b"one\ntwo\nthree\nfour\n",
+                     marks=pytest.mark.slow),
+        pytest.param(["generate", "text", "-i", *LONG], b"hello\nand then?\nmore\nmore\n", marks=pytest.mark.slow),
     ],
     ids=["text", "batch", "chat"],
 )
@@ -142,6 +143,7 @@ def test_ctrl_c_while_loading_says_interrupted(tmp_path):
 SAYS = {130: "Interrupted.", 143: "Terminated."}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first, second, codes",
     [

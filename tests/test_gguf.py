@@ -721,6 +721,7 @@ print(json.dumps({"before": before, "peak": status("VmHWM"), "weights": lm.model
 """
 
 
+@pytest.mark.slow
 @pytest.mark.realmodel
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
 @pytest.mark.parametrize("dtype,quantize", [("float32", ""), ("bfloat16", ""), ("bfloat16", "int8")])

@@ -217,6 +217,7 @@ def run(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subproc
 BASE = ["generate", "text", "-m", str(MODEL_PT), "-t", str(TOKENIZER_DIR), "--greedy"]
 
 
+@pytest.mark.slow
 def test_text_that_is_odd_but_valid_still_generates():
     demo = ["generate", "text", "--greedy", "--max-tokens", "4", "-q"]
     p = run(*demo, "-p", "   ")  # the demo's byte-level tokenizer keeps spaces: a real prompt
@@ -288,6 +289,7 @@ def test_settings_write_on_a_full_disk_changes_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_bytes_in_every_mode():
     args = [*BASE[:-1], "--temperature", "1.3", "--top-k", "0", "--seed", "1234", "--max-tokens", "40",
             "-p", "once upon a time", "--no-echo", "-q"]

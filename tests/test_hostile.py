@@ -220,6 +220,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_model_file_is_one_line_in_bounded_memory(case, tmp_path):
     d = tmp_path / "in"

@@ -197,6 +197,7 @@ def _drive(child, lines: list[str]) -> None:
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("redirected", [False, True])
 def test_complete_mode_in_a_terminal_shows_and_logs_what_one_shot_prints(tmp_path, redirected):
     argv = [*CMD, "-i", "--greedy", "--max-tokens", "12"]

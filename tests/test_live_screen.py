@@ -160,7 +160,7 @@ def assert_never_shown_twice(chunks: Chunks, cols: int, rows: int, plain: str) -
 
 
 # ------------------------------------------------------------------------------------------- streaming
-@pytest.mark.parametrize("cols", [100, 40, 200])
+@pytest.mark.parametrize("cols", [100, pytest.param(40, marks=pytest.mark.slow), pytest.param(200, marks=pytest.mark.slow)])
 def test_the_screen_ends_with_the_plain_text_and_never_shows_a_row_twice(cols):
     args = [*TINY, "-p", "Once upon a time", "--seed", "4", "--max-tokens", "90", "--ignore-eos"]
     rows = 24
@@ -197,7 +197,7 @@ def test_the_panel_is_never_as_wide_as_the_terminal():
 
 
 # ------------------------------------------------------------------------------------------- Ctrl-C
-@pytest.mark.parametrize("cols", [100, 40])
+@pytest.mark.parametrize("cols", [100, pytest.param(40, marks=pytest.mark.slow)])
 def test_ctrl_c_leaves_the_text_so_far_exactly_as_plain_output(cols):
     seed = "1234567890123456789"  # 19 digits: the settings line is wider than the terminal
     rows = 24
@@ -221,7 +221,8 @@ def test_ctrl_c_leaves_the_text_so_far_exactly_as_plain_output(cols):
 
 # ------------------------------------------------------------------------------------------- resize
 # pyte does not rewrap rows on a resize, it cuts them: the narrower case stops while the text still fits.
-@pytest.mark.parametrize("before,after", [((40, 20), (100, 20)), ((200, 20), (100, 20)), ((100, 20), (100, 8))])
+@pytest.mark.parametrize("before,after", [((40, 20), (100, 20)), pytest.param((200, 20), (100, 20), marks=pytest.mark.slow),
+                                          pytest.param((100, 20), (100, 8), marks=pytest.mark.slow)])
 def test_resize_mid_stream_leaves_no_fragment(before, after):
     args = ["-p", "Once upon a time", "--seed", "4", "--max-tokens", "120", "--ignore-eos"]  # the demo model
 

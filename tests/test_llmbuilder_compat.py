@@ -72,6 +72,7 @@ def test_port_changes_only_the_imports():
                          "x = 'llmbuilder.inference'\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["documented_usage.py", "text_generator.py"])
 def test_llmbuilder_scripts_run_with_only_the_import_changed(script, run_dir):
     source = (SCRIPTS / script).read_text(encoding="utf-8")

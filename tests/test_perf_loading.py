@@ -141,6 +141,7 @@ _PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
 @pytest.mark.parametrize("dtype,quantize", [("float32", ""), ("bfloat16", ""), ("float32", "int8")])
 def test_peak_memory_stays_near_the_weights(tmp_path, dtype, quantize):

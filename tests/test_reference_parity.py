@@ -54,6 +54,7 @@ def test_api_greedy_equals_llmbuilder(model_file, case):
                          config=_config(case), device="cpu") == case["text"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_file", [MODEL_PT, BEST_CKPT], ids=["model.pt", "best_checkpoint.pt"])
 def test_cli_greedy_equals_llmbuilder(model_file):
     for case in GREEDY_CASES:

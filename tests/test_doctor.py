@@ -65,7 +65,8 @@ def test_doctor_json_and_text_on_a_healthy_install(home):
     assert cpu["float32"]["max_relative_error"] < 1e-4
     assert r["auto"]["ok"] and r["auto"]["dtype"] in ("float32", "bfloat16", "float16")
     assert r["devices"]["cuda"]["available"] == torch.cuda.is_available()
-    for dist in ("tokenizers", "sentencepiece", "safetensors", "gguf", "typer", "rich", "questionary", "tomlkit"):
+    for dist in ("tokenizers", "sentencepiece", "safetensors", "gguf", "typer", "rich", "questionary", "tomlkit",
+                 "huggingface_hub", "llguidance"):
         assert r["packages"][dist] == {"version": metadata.version(dist)}, dist
     s = r["settings"]
     assert s["path"] == str(home / "settings.toml") and s["exists"] is False and s["ok"] and s["profiles"] == {}

@@ -47,6 +47,8 @@ PACKAGES: dict[str, str] = {
     "questionary": "questionary",
     "prompt_toolkit": "prompt_toolkit",
     "tomlkit": "tomlkit",
+    "huggingface_hub": "huggingface_hub",
+    "llguidance": "llguidance",
 }
 CHECK_PROMPT = "Once upon a time"
 CHECK_TOKENS = 8

@@ -9,6 +9,18 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The default run leaves out the tests marked ``slow`` (``-m slow`` runs them, CI runs both tiers).
+    Any ``-m`` expression, or a test named by its node id (``file.py::test``), runs what it asks for."""
+    if config.option.markexpr or any("::" in arg for arg in config.args):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 HERE = Path(__file__).parent
 FIXTURE = HERE / "fixtures" / "llmbuilder-tiny"
 MODEL_PT = FIXTURE / "model.pt"

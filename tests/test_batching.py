@@ -115,10 +115,11 @@ def test_batch_size_is_validated():
             parse_batch_size(bad)
 
 
-@pytest.mark.parametrize("case", ["gqa-untied", "qwen2-tied", "rope-llama3"])
-def test_llama_batched_step_equals_the_one_sequence_step(case):
+@pytest.mark.parametrize("case,quantize", [("gqa-untied", None), ("qwen2-tied", None), ("rope-llama3", None),
+                                           ("gqa-untied", "int8"), ("qwen2-tied", "int4")])
+def test_llama_batched_step_equals_the_one_sequence_step(case, quantize):
     cfg, sd = random_model(case)
-    model = Llama(cfg, dict(sd))
+    model = Llama(cfg, dict(sd), quantize=quantize)
     prompts = [[5, 17, 33], [8], [60, 91, 12, 7, 7, 3, 40], [1, 2]]
     config = GenerationConfig(do_sample=False, max_new_tokens=12, ignore_eos=True)
     alone = [list(TokenGenerator(model, p, config)) for p in prompts]

@@ -163,3 +163,20 @@ def test_cli_batch_size_1_and_auto_write_the_same_lines_as_before(tmp_path):
     bad = run(*BASE, "-p", "x", "--batch-size", "2", "--jsonl")
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "Error: --batch-size is for --prompts-file — add --prompts-file FILE, or leave it out")
+
+
+def test_ctrl_c_cancels_the_running_prompts_and_yields_what_they_made(tiny_loaded):
+    configs = [GenerationConfig(do_sample=False, max_new_tokens=3),
+               GenerationConfig(do_sample=False, max_new_tokens=100, ignore_eos=True)]
+
+    def make(i):
+        if i == 2:  # the third prompt is being built when Ctrl-C comes
+            raise KeyboardInterrupt
+        return TextStream(tiny_loaded, "Once upon a time", configs[i])
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        for done in run_streams(make, 3, max_active=2):
+            seen.append(done)
+    assert [(d.index, d.cancelled) for d in seen] == [(0, False), (1, True)]
+    assert seen[1].result.finish_reason.value == "cancelled" and 0 < len(seen[1].result.token_ids) < 100

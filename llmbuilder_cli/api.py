@@ -1,4 +1,4 @@
-"""The Python API: `load_model`, `generate_text`, `generate`, `stream_text`, `interactive_cli`.
+"""The Python API: `load_model`, `generate_text`, `generate`, `generate_batch`, `stream_text`, `interactive_cli`.
 
 Argument names follow llmbuilder's documented API (``model_path``, ``tokenizer_path``, ``prompt``,
 ``max_new_tokens``, ``temperature``, … or ``config=GenerationConfig(...)``). Loose sampling arguments
@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TextIO, Union
 
+from .batch import DEFAULT_BATCH_SIZE, BatchSize
 from .config import GenerationConfig
 from .constraint import Constraint
 from .files import read_bounded, user_path
@@ -27,6 +28,7 @@ from .types import GenerationResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from .turns import TurnFormat
+    from .engine.batching import Finished
     from .engine.generate import TextStream
     from .engine.loading import LoadedModel
 
@@ -35,6 +37,8 @@ __all__ = [
     "model_info",
     "generate_text",
     "generate",
+    "generate_batch",
+    "run_streams",
     "stream_text",
     "interactive_cli",
     "merge_config",
@@ -403,6 +407,61 @@ def generate(
         system=system,
         chat_template=chat_template,
     ).result()
+
+
+def run_streams(
+    make_stream: Callable[[int], "TextStream"], count: int, *, batch_size: BatchSize = DEFAULT_BATCH_SIZE
+) -> "Iterator[Finished]":
+    """Run ``count`` streams (``make_stream(i)`` builds stream i) decoded together, ``batch_size`` at a
+    time (see `batch.parse_batch_size`); yield each `Finished` (index, result or error) as it ends."""
+    from .batch import AUTO_CACHE_MEMORY_FRACTION, AUTO_MAX_BATCH, parse_batch_size
+    from .engine import batching
+    from .engine.limits import available_memory
+
+    size = parse_batch_size(batch_size)
+    budget = None
+    if size == "auto":
+        free = available_memory()
+        size, budget = AUTO_MAX_BATCH, None if free is None else int(free * AUTO_CACHE_MEMORY_FRACTION)
+    return batching.run_streams(make_stream, count, max_active=size, memory_budget=budget)
+
+
+def generate_batch(
+    model_path: ModelArg = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    prompts: "Sequence[str]" = (),
+    *,
+    config: GenerationConfig | None = None,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    device: str | None = "auto",
+    num_heads: int | None = None,
+    dtype: str = "auto",
+) -> list[GenerationResult]:
+    """`generate` for every prompt with the same ``config``, decoded ``batch_size`` at a time (``"auto"``:
+    by a memory budget for the key/value caches; 1: one after another). Results are in the order of
+    ``prompts``; greedy results equal one-at-a-time generation, and a seeded line's tokens depend only on
+    its seed. The first failing prompt's error is raised once every prompt has run."""
+    from .errors import ConfigError
+
+    if isinstance(prompts, str):
+        raise ConfigError("prompts must be a list of texts, not one text", hint="use generate(prompt) for one")
+    prompts = list(prompts)
+    cfg = config if config is not None else GenerationConfig()
+    loaded, load_s = _loaded(model_path, tokenizer_path, device, num_heads, dtype)
+    from .engine.generate import TextStream
+
+    def make(i: int) -> "TextStream":
+        return TextStream(loaded, prompts[i], cfg, load_s=load_s if i == 0 else 0.0)
+
+    results: list[GenerationResult | None] = [None] * len(prompts)
+    errors = []
+    for done in run_streams(make, len(prompts), batch_size=batch_size):
+        if done.error is not None:
+            errors.append((done.index, done.error))
+        results[done.index] = done.result
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
+    return [r for r in results if r is not None]
 
 
 def generate_text(

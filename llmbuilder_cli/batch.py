@@ -13,20 +13,53 @@ that can be written back as UTF-8 JSON. What only the model can tell (a prompt t
 tokenization) is reported per line while the batch runs (see ``cli/machine.py``). The file is read with
 a size limit (`files.MAX_INPUT_BYTES`), so ``/dev/zero`` is an error, not a full memory. Standard
 library only.
+
+Batch size (``--batch-size``, ``generate_batch(batch_size=...)``): how many prompts decode together
+(``engine/batching.py``). ``auto`` (the default) runs up to `AUTO_MAX_BATCH` at once and admits a prompt
+only while the key/value caches of the running ones take at most `AUTO_CACHE_MEMORY_FRACTION` of the
+memory available when the batch starts; a number N runs up to N at once (1 = one after another).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Union
 
 from .config import GenerationConfig
 from .constraint import LINE_KEYS, from_line
 from .errors import ConfigError, UsageError
 from .files import read_bounded
 
-__all__ = ["PromptSpec", "parse_prompts", "read_prompts_file"]
+__all__ = [
+    "AUTO_CACHE_MEMORY_FRACTION",
+    "AUTO_MAX_BATCH",
+    "BatchSize",
+    "DEFAULT_BATCH_SIZE",
+    "PromptSpec",
+    "parse_batch_size",
+    "parse_prompts",
+    "read_prompts_file",
+]
+
+BatchSize = Union[int, Literal["auto"]]
+DEFAULT_BATCH_SIZE: BatchSize = "auto"
+AUTO_MAX_BATCH = 16  # beyond this a CPU step gains little from more rows (see benchmarks/bench_batch.py)
+AUTO_CACHE_MEMORY_FRACTION = 0.25  # of the memory available at the start, for the running key/value caches
+MAX_BATCH_SIZE = 4096
+
+
+def parse_batch_size(value: object) -> BatchSize:
+    """``"auto"`` or a whole number 1..`MAX_BATCH_SIZE` (an int, or its digits as text)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        value = int(text) if text.isdigit() else text
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH_SIZE:
+        raise UsageError(f"batch size must be 'auto' or a whole number from 1 to {MAX_BATCH_SIZE} (got {value!r})",
+                         hint="use --batch-size auto, or 1 to run the prompts one after another")
+    return value
 
 _META_KEYS = ("prompt", "id")
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .api import UNSET, generate, generate_text, interactive_cli, load_model, merge_config
+from .api import generate_batch as api_generate_batch
+from .batch import DEFAULT_BATCH_SIZE, BatchSize
 from .config import GenerationConfig
 from .errors import ConfigError
 
@@ -149,9 +151,11 @@ class TextGenerator:
         eos_token_id: int | None = UNSET,
         pad_token_id: int | None = UNSET,
         length_penalty: float = UNSET,
+        batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     ) -> list[str]:
-        """`generate` for each prompt in turn, with the same settings. A failing prompt raises (llmbuilder
-        returned "" for it); a ``seed`` gives every prompt the same seed."""
+        """`generate` for every prompt with the same settings, decoded ``batch_size`` at a time
+        (`api.generate_batch`; 1 = one after another). A failing prompt raises (llmbuilder returned ""
+        for it); a ``seed`` gives every prompt the same seed."""
         if isinstance(prompts, str):
             raise ConfigError("prompts must be a list of texts, not one text", hint="use generate(prompt) for one")
         cfg = merge_config(
@@ -171,7 +175,7 @@ class TextGenerator:
             pad_token_id=pad_token_id,
             length_penalty=length_penalty,
         )
-        return [generate(self.loaded, prompt=p, config=cfg).full_text for p in prompts]
+        return [r.full_text for r in api_generate_batch(self.loaded, prompts=prompts, config=cfg, batch_size=batch_size)]
 
     def update_config(
         self,

@@ -379,12 +379,12 @@ def _batch(tmp_path: Path, text: str, *extra: str) -> subprocess.CompletedProces
 
 
 def test_a_line_that_fails_while_running_does_not_stop_the_batch(tmp_path):
-    p = _batch(tmp_path, '{"prompt": "once upon"}\n{"id": "blank", "prompt": "   "}\nthe fox\n')
+    p = _batch(tmp_path, '{"prompt": "once upon"}\n{"id": "blank", "prompt": "   "}\nthe fox\n', "--ordered")
     assert p.returncode == 4, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3]
     assert rows[0]["text"] and rows[2]["text"] and "error" not in rows[0] and "error" not in rows[2]
-    assert rows[1] == {"line": 2, "id": "blank", "prompt": "   ",
+    assert rows[1] == {"index": 1, "line": 2, "id": "blank", "prompt": "   ",
                        "error": {"message": "prompts file line 2: the prompt is empty",
                                  "hint": "give some text for the model to continue", "exit_code": 2}}
     err = p.stderr.strip().splitlines()

@@ -48,7 +48,7 @@ def test_batch_writes_one_line_per_prompt_in_order(tmp_path):
         '{"prompt": "the fox", "do_sample": true, "seed": 5, "temperature": 1.0}\n',
         encoding="utf-8",
     )
-    args = (*BASE, "--prompts-file", str(f), "--jsonl", "--greedy", "--max-tokens", "40")
+    args = (*BASE, "--prompts-file", str(f), "--jsonl", "--greedy", "--max-tokens", "40", "--ordered")
     p = run(*args)
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines()]
@@ -122,7 +122,8 @@ def test_ctrl_c_in_a_batch_writes_the_cancelled_line_and_exits_130(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text('{"prompt": "once", "max_new_tokens": 2}\n' + "once upon a time\n" * 3, encoding="utf-8")
     proc = subprocess.Popen(
-        cli_cmd(*BASE, "--prompts-file", str(f), "--jsonl", "--ignore-eos", "--max-tokens", "1000000", "--seed", "1"),
+        cli_cmd(*BASE, "--prompts-file", str(f), "--jsonl", "--ignore-eos", "--max-tokens", "1000000", "--seed", "1",
+                "--batch-size", "1"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     first = json.loads(proc.stdout.readline())  # the short first prompt finished: the second is running

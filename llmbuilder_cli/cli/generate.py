@@ -14,6 +14,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .. import demo, paths
+from ..batch import AUTO_CACHE_MEMORY_FRACTION, AUTO_MAX_BATCH, DEFAULT_BATCH_SIZE, parse_batch_size
 from ..config import FIELD_HELP, GenerationConfig
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, MODEL_PATH_HINT, ModelLoadError, UsageError
 from ..terminal_text import is_terminal, visible, wrap_for
@@ -416,6 +417,26 @@ def text_command(
             rich_help_panel=P_OUTPUT,
         ),
     ] = None,
+    batch_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--batch-size",
+            help=f"With --prompts-file: how many prompts decode together, or 'auto' (up to {AUTO_MAX_BATCH}, while "
+            f"their key/value caches take at most {AUTO_CACHE_MEMORY_FRACTION:.0%} of the available memory); "
+            "1 runs them one after another.",
+            show_default="auto",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = None,
+    ordered: Annotated[
+        bool,
+        typer.Option(
+            "--ordered",
+            help="With --prompts-file: write the JSON lines in file order (by default each is written as its "
+            "prompt finishes; its \"index\" says which prompt it is).",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = False,
     interactive: Annotated[
         bool,
         typer.Option(
@@ -536,6 +557,10 @@ def text_command(
             raise UsageError("--prompts-file needs --jsonl (one JSON line per prompt)", hint="add --jsonl")
         if prompt is not None or interactive:
             raise UsageError("--prompts-file cannot be combined with --prompt or --interactive", hint="choose one")
+    elif batch_size is not None or ordered:
+        raise UsageError(f"{'--batch-size' if batch_size is not None else '--ordered'} is for --prompts-file",
+                         hint="add --prompts-file FILE, or leave it out")
+    batch = parse_batch_size(batch_size if batch_size is not None else DEFAULT_BATCH_SIZE)
 
     from ..constraint import from_options
 
@@ -625,7 +650,8 @@ def text_command(
     if specs is not None:
         from .machine import run_batch
 
-        return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs, chat=chat_prompt)
+        return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs, chat=chat_prompt, batch_size=batch,
+                         ordered=ordered)
     if as_json or as_jsonl:
         from .machine import run_single
 

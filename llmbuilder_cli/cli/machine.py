@@ -3,8 +3,10 @@ from ``--prompts-file``. stdout carries only JSON; the summary line and errors g
 
 Each object is `llmbuilder_cli.api.generation_record`: the generation (prompt, text, token ids, finish
 reason, stats), the effective config and the model identity (with sha256). Batch lines also carry
-``line`` (the prompt's line in the file) and ``id`` when the line gave one. Lines are written and
-flushed as each prompt finishes, so a CI log shows progress and a crash keeps finished results.
+``index`` (the prompt's place among the file's prompts, from 0), ``line`` (its line in the file) and ``id``
+when the line gave one. Prompts decode ``--batch-size`` at a time (``engine/batching.py``); lines are
+written and flushed as each prompt finishes (``--ordered``: in file order), so a CI log shows progress
+and a crash keeps finished results. Ctrl-C writes the running prompts' lines, marked cancelled.
 
 A batch prompt that fails while running (e.g. a prompt that is empty after tokenization, a chat template
 that cannot render it) does not stop the batch: its line is an error object ``{"line", "id", "prompt",
@@ -20,10 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, LLMBuilderError
+from ..batch import DEFAULT_BATCH_SIZE
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..batch import PromptSpec
+    from ..batch import BatchSize, PromptSpec
     from ..config import GenerationConfig
     from ..engine.loading import LoadedModel
     from ..types import GenerationResult
@@ -93,40 +96,76 @@ def run_batch(
     quiet: bool,
     top_logprobs: int = 0,
     chat: ChatPrompt | None = None,
+    batch_size: "BatchSize" = DEFAULT_BATCH_SIZE,
+    ordered: bool = False,
 ) -> int:
-    """Every prompt of a prompts file, one JSON line each, in file order."""
+    """Every prompt of a prompts file, one JSON line each, decoded ``batch_size`` at a time; lines are
+    written as prompts finish (``ordered``: in file order, each as soon as those before it are written)."""
     from .. import api
 
     model = api.model_identity(loaded)
     t0 = time.perf_counter()
     tokens = 0
     failed: list[int] = []
-    for done, spec in enumerate(specs):
-        head = {"line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
-        try:
-            result, cancelled = _run_one(loaded, spec.prompt, spec.config, top_logprobs, chat)
-        except KeyboardInterrupt:  # between prompts, before this one produced anything
-            sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts.\n")
-            return EXIT_INTERRUPTED
-        except LLMBuilderError as exc:  # this prompt only: say which line, and go on with the next
-            failed.append(spec.line)
-            error = {"message": f"prompts file line {spec.line}: {exc.message}", "hint": exc.hint,
-                     "exit_code": exc.exit_code}
-            _write(sys.stdout, {**head, "prompt": spec.prompt, "error": error}, indent=None)
-            sys.stderr.write(f"Error: prompts file line {spec.line}: {exc.one_line()}\n")
-            sys.stderr.flush()
-            continue
-        if done == len(failed):
-            result.stats.load_s = loaded.load_s  # the load is charged to the first prompt that ran
-        record = dict(head)
-        record.update(api.generation_record(result, spec.config, model))
-        _write(sys.stdout, record, indent=None)
-        tokens += result.stats.new_tokens
-        if cancelled:
-            sys.stderr.write(f"Interrupted after {done} of {len(specs)} prompts (line {spec.line} cancelled).\n")
-            return EXIT_INTERRUPTED
+    written = 0
+    held: dict[int, dict[str, Any]] = {}  # ordered: finished lines waiting for an earlier one
+    next_out = 0
+
+    def emit(index: int, record: dict[str, Any]) -> None:
+        nonlocal written, next_out
+        if not ordered:
+            _write(sys.stdout, record, indent=None)
+            written += 1
+            return
+        held[index] = record
+        while next_out in held:
+            _write(sys.stdout, held.pop(next_out), indent=None)
+            next_out += 1
+            written += 1
+
+    def make(index: int):
+        spec = specs[index]
+        if chat is None:
+            stream = api.stream_text(loaded, prompt=spec.prompt, config=spec.config, top_logprobs=top_logprobs)
+        else:
+            stream = api.stream_text(loaded, prompt=spec.prompt, config=spec.config, top_logprobs=top_logprobs,
+                                     chat=True, system=chat.system, chat_template=chat.template)
+        if index == 0:
+            stream.stats.load_s = loaded.load_s  # the load is charged to the first prompt
+        return stream
+
+    cancelled_lines: list[int] = []
+    try:
+        for done in api.run_streams(make, len(specs), batch_size=batch_size):
+            spec = specs[done.index]
+            head = {"index": done.index, "line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
+            if done.error is not None:  # this prompt only: say which line, and go on with the others
+                exc = done.error
+                failed.append(spec.line)
+                error = {"message": f"prompts file line {spec.line}: {exc.message}", "hint": exc.hint,
+                         "exit_code": exc.exit_code}
+                emit(done.index, {**head, "prompt": spec.prompt, "error": error})
+                sys.stderr.write(f"Error: prompts file line {spec.line}: {exc.one_line()}\n")
+                sys.stderr.flush()
+                continue
+            assert done.result is not None
+            if done.cancelled:
+                cancelled_lines.append(spec.line)
+            record = dict(head)
+            record.update(api.generation_record(done.result, spec.config, model))
+            emit(done.index, record)
+            tokens += done.result.stats.new_tokens
+    except KeyboardInterrupt:
+        for index in sorted(held):  # --ordered: what finished is written, even after a gap
+            _write(sys.stdout, held.pop(index), indent=None)
+        finished = written - len(cancelled_lines)
+        lines = ", ".join(map(str, sorted(cancelled_lines)))
+        note = f" (line{'s' if len(cancelled_lines) > 1 else ''} {lines} cancelled)" if cancelled_lines else ""
+        sys.stderr.write(f"Interrupted after {finished} of {len(specs)} prompts{note}.\n")
+        return EXIT_INTERRUPTED
     if not quiet:
         seconds = time.perf_counter() - t0
+        failed.sort()
         lines = ", ".join(map(str, failed[:10])) + (", …" if len(failed) > 10 else "")
         fails = f" · {len(failed)} failed (line{'s' if len(failed) > 1 else ''} {lines})" if failed else ""
         sys.stderr.write(f"[{len(specs)} prompts{fails} · {tokens} tokens · {seconds:.1f} s]\n")

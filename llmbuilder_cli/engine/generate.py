@@ -89,12 +89,17 @@ class TokenGenerator:
             raise ValueError(f"cached={cached} must leave at least one prompt token to run")
         self._cache = cache
         self._cached = cached  # how many leading tokens of self.seq are in the cache
+        self._prompt_len = len(self.seq)
+        self._ready: torch.Tensor | None = None  # logits (V,) a batched step computed for the next token
         with torch.inference_mode():
             self._ctx = SamplingContext(model.config.vocab_size, model.device, self.seq)
 
     @torch.inference_mode()
     def _next_logits(self) -> torch.Tensor:
         """Logits (V,) for the token after ``self.seq``."""
+        if self._ready is not None:  # a batched step (engine/batching.py) already ran this sequence
+            logits, self._ready = self._ready, None
+            return logits
         P = self.model.config.block_size
         dev = self.model.device
         if len(self.seq) <= P:
@@ -140,6 +145,26 @@ class TokenGenerator:
     def cached(self) -> int:
         """Leading tokens of ``seq`` whose keys and values are in ``cache`` (valid for reuse)."""
         return self._cached
+
+    def wants_step(self) -> bool:
+        """Whether the next token is one cached decode step: the prompt is in the cache, every token but
+        the last is too, the sequence fits the block and has tokens left to make. Such steps of several
+        sequences can run as one batched forward (`feed`)."""
+        seq = self.seq
+        return (
+            self._cache is not None
+            and self._cached == len(seq) - 1
+            and len(seq) <= self.model.config.block_size  # its position len(seq)-1 is inside the block
+            and len(seq) - self._prompt_len < self.config.max_new_tokens
+            and (len(seq) == self._prompt_len or seq[-1] not in self.eos_ids)
+            and self._ready is None
+        )
+
+    def feed(self, logits: torch.Tensor) -> None:
+        """Hand in the logits (V,) of the next token, computed by a batched step that also wrote the
+        keys and values of ``seq[-1]`` into this sequence's cache; the next iteration uses them."""
+        self._ready = logits
+        self._cached = len(self.seq)
 
     def __iter__(self) -> Iterator[int]:
         for _ in range(self.config.max_new_tokens):

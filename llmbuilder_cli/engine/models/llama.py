@@ -521,6 +521,9 @@ class Llama:
         self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.norm.device)
         self.scale = 1.0 / math.sqrt(config.head_dim)
         self.gqa = config.n_kv_head != config.n_head
+        # `decode_step` runs several sequences at their own positions; dynamic RoPE rescales with the
+        # longest sequence seen, a state one batch of different lengths cannot share: those run alone.
+        self.batched_decode = config.rope.kind != "dynamic"
 
     @property
     def device(self) -> torch.device:
@@ -594,3 +597,49 @@ class Llama:
             x = x + blk.down(self.act(gate) * up)
         last = _rms_norm(x[:, -1:, :], self.norm, eps)  # (B, 1, C)
         return self.lm_head(last)[:, 0].float()  # (B, V)
+
+    def decode_step(self, ids: torch.Tensor, positions: list[int], caches: list[KVCache]) -> torch.Tensor:
+        """Float32 logits (B, V) of one new token per sequence: ``ids`` (B,), row b at position
+        ``positions[b]`` with the keys and values of its earlier positions in ``caches[b]`` (batch-1 caches).
+
+        The linear layers run on all rows at once (the weights are read once per step); rotary angles
+        are taken per row, and attention runs per row on that row's cache, as a one-sequence step does."""
+        cfg = self.config
+        (B,) = ids.shape
+        if not self.batched_decode:
+            raise ValueError("this model's rotary embedding cannot run sequences of different lengths together")
+        if max(positions) >= cfg.block_size:
+            raise ValueError(f"position {max(positions)} exceeds the context length {cfg.block_size}")
+        H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
+        NQK = H + KVH
+        x = self.embed(ids.unsqueeze(1))  # (B, 1, C)
+        cos, sin = self.rotary.cos_sin(0, max(positions) + 1, x.dtype)  # (n, D) each
+        pos = torch.tensor(positions, dtype=torch.long, device=ids.device)  # (B,)
+        cos, sin = cos[pos].view(B, 1, 1, D), sin[pos].view(B, 1, 1, D)  # (B, 1, 1, D): broadcast per row
+        for i, blk in enumerate(self.blocks):
+            h = _rms_norm(x, blk.ln1, eps)  # (B, 1, C)
+            if type(blk.qkv) is Concat:
+                q_lin, k_lin, v_lin = blk.qkv.layers
+                q = _rope(q_lin(h).view(B, 1, H, D), cos, sin).transpose(1, 2)  # (B, H, 1, D)
+                k = _rope(k_lin(h).view(B, 1, KVH, D), cos, sin).transpose(1, 2)  # (B, KVH, 1, D)
+                v = v_lin(h).view(B, 1, KVH, D).transpose(1, 2)  # (B, KVH, 1, D)
+            else:
+                qkv = blk.qkv(h)  # (B, 1, (H + 2·KVH)·D)
+                qk = _rope(qkv[..., : NQK * D].view(B, 1, NQK, D), cos, sin)  # (B, 1, H + KVH, D)
+                q = qk[:, :, :H].transpose(1, 2)  # (B, H, 1, D)
+                k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, 1, D)
+                v = qkv[..., NQK * D :].view(B, 1, KVH, D).transpose(1, 2)  # (B, KVH, 1, D)
+            rows = []
+            for b, (start, cache) in enumerate(zip(positions, caches)):
+                kb, vb = cache.update(i, start, k[b : b + 1], v[b : b + 1])  # (1, KVH, start+1, D)
+                rows.append(F.scaled_dot_product_attention(
+                    q[b : b + 1], kb, vb, scale=self.scale, enable_gqa=self.gqa))  # (1, H, 1, D)
+            o = torch.cat(rows)  # (B, H, 1, D)
+            x = x + blk.o(o.transpose(1, 2).reshape(B, 1, H * D))
+            h = _rms_norm(x, blk.ln2, eps)
+            if type(blk.gate_up) is Concat:
+                gate, up = (lin(h) for lin in blk.gate_up.layers)  # (B, 1, I) each
+            else:
+                gate, up = blk.gate_up(h).chunk(2, dim=-1)  # (B, 1, I) each
+            x = x + blk.down(self.act(gate) * up)
+        return self.lm_head(_rms_norm(x, self.norm, eps))[:, 0].float()  # (B, V)

@@ -9,7 +9,8 @@ head tied to the token embedding. Every dropout is identity at inference.
 and values of earlier positions come from the cache; without one (``cache=None``) the call is a plain
 full forward of a window starting at position 0, which is what llmbuilder does once the running
 sequence is longer than the block size (the caller handles that policy, see ``engine/generate.py``).
-Only the logits of the last position are computed.
+Only the logits of the last position are computed. `decode_step` runs one new token of each of several
+sequences at their own positions, each with its own cache (see ``engine/batching.py``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class LLMBuilderGPT:
     """Inference-only llmbuilder GPT. Build it from a validated float state dict (see engine/formats/llmbuilder.py)."""
 
     architecture = "llmbuilder-gpt"
+    batched_decode = True  # `decode_step` runs one token of several sequences at once
 
     def __init__(self, config: GPTConfig, state_dict: dict[str, torch.Tensor]) -> None:
         self.config = config
@@ -149,5 +151,36 @@ class LLMBuilderGPT:
             x = x + F.linear(o, blk.out_w, blk.out_b)
             h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
             x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
+        last = F.layer_norm(x[:, -1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)  # (B, C)
+        return F.linear(last, self.lm_head)  # (B, V)
+
+    def decode_step(self, ids: torch.Tensor, positions: list[int], caches: list[KVCache]) -> torch.Tensor:
+        """Logits (B, V) of one new token per sequence: ``ids`` (B,), row b at position ``positions[b]``
+        with the keys and values of its earlier positions in ``caches[b]`` (a batch-1 cache each).
+
+        The linear layers run on all rows at once (the weights are read once per step); attention runs
+        per row on that row's cache, the same arithmetic as a one-sequence step."""
+        cfg = self.config
+        (B,) = ids.shape
+        if max(positions) >= cfg.block_size:
+            raise ValueError(f"position {max(positions)} exceeds the block size {cfg.block_size}")
+        H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        pos = torch.tensor(positions, dtype=torch.long, device=ids.device)  # (B,)
+        x = (self.tok_emb[ids] + self.pos_emb[pos]).unsqueeze(1)  # (B, 1, C)
+        for i, blk in enumerate(self.blocks):
+            h = F.layer_norm(x, (C,), blk.ln1_w, blk.ln1_b, LAYER_NORM_EPS)  # (B, 1, C)
+            q, k, v = F.linear(h, blk.qkv_w).split(C, dim=2)  # each (B, 1, C)
+            q = q.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+            k = k.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+            v = v.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+            rows = []
+            for b, (start, cache) in enumerate(zip(positions, caches)):
+                kb, vb = cache.update(i, start, k[b : b + 1], v[b : b + 1])  # (1, H, start+1, D)
+                att = torch.softmax((q[b : b + 1] @ kb.transpose(-2, -1)) * self.scale, dim=-1)  # (1, H, 1, start+1)
+                rows.append(att @ vb)  # (1, H, 1, D)
+            o = torch.cat(rows).transpose(1, 2).reshape(B, 1, C)  # (B, 1, C)
+            x = x + F.linear(o, blk.out_w, blk.out_b)
+            h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
+            x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)
         last = F.layer_norm(x[:, -1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)  # (B, C)
         return F.linear(last, self.lm_head)  # (B, V)

@@ -51,7 +51,7 @@ SUPPORTED: dict[str, tuple[type, type, str]] = {
     "mistral": (LlamaConfig, Llama, "Mistral"),
     "qwen2": (LlamaConfig, Llama, "Qwen2/Qwen2.5"),
     "qwen3": (LlamaConfig, Llama, "Qwen3"),
-    "phi3": (LlamaConfig, Llama, "Phi-3/Phi-3.5/Phi-4-mini"),
+    "phi3": (LlamaConfig, Llama, "Phi-3, 4k-context variants"),
     "gpt2": (GPT2Config, GPT2, "GPT-2"),
     "gemma3_text": (Gemma3Config, Gemma3, "Gemma 3, text only"),
 }

@@ -26,7 +26,7 @@ class ModelInfo:
 
     path: Path  # the model file, or the Hugging Face directory
     format: str  # e.g. "llmbuilder model (save_model)", "Hugging Face safetensors", "GGUF"
-    architecture: str  # "llmbuilder-gpt", "llama", "mistral", "qwen2", "gpt2"
+    architecture: str  # "llmbuilder-gpt", "llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gemma3_text"
     config: Any  # GPTConfig | LlamaConfig | GPT2Config: vocab_size, n_layer, n_head, n_embd, block_size, ...
     file_size: int  # bytes of the weights file(s)
     stored_dtype: str  # dtype of the weights in the file(s), or the GGUF quantization summary

@@ -97,7 +97,7 @@ def _build_hf_model(config: Any, state: Mapping[str, torch.Tensor], quantize: st
 def _no_quantization(quantize: str | None, architecture: str) -> None:
     if quantize is not None:
         raise UsageError(f"{quantize} quantization is not available for {architecture} models",
-                         hint="it runs Llama-family models (llama, mistral, qwen2) and Gemma 3; "
+                         hint="it runs Llama-family models (llama, mistral, qwen2, qwen3, phi3) and Gemma 3; "
                               "leave the quantization off")
 
 

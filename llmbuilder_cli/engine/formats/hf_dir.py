@@ -50,6 +50,8 @@ SUPPORTED: dict[str, tuple[type, type, str]] = {
     "llama": (LlamaConfig, Llama, "Llama, SmolLM/SmolLM2, TinyLlama"),
     "mistral": (LlamaConfig, Llama, "Mistral"),
     "qwen2": (LlamaConfig, Llama, "Qwen2/Qwen2.5"),
+    "qwen3": (LlamaConfig, Llama, "Qwen3"),
+    "phi3": (LlamaConfig, Llama, "Phi-3, 4k-context variants"),
     "gpt2": (GPT2Config, GPT2, "GPT-2"),
     "gemma3_text": (Gemma3Config, Gemma3, "Gemma 3, text only"),
 }
@@ -57,6 +59,8 @@ _ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Phi3ForCausalLM": "phi3",
     "GPT2LMHeadModel": "gpt2",
     "Gemma3ForCausalLM": "gemma3_text",
 }

@@ -1,4 +1,5 @@
-"""The Llama family of decoders (Llama, SmolLM/SmolLM2, TinyLlama, Mistral, Qwen2) for inference, with a KV cache.
+"""The Llama family of decoders (Llama, SmolLM/SmolLM2, TinyLlama, Mistral, Qwen2, Qwen3, Phi-3) for inference,
+with a KV cache.
 
 One class covers them all; they differ only in configuration:
 
@@ -7,14 +8,17 @@ One class covers them all; they differ only in configuration:
 * grouped-query attention: ``num_key_value_heads`` (KVH) key/value heads shared by H query heads, each of
   width ``head_dim`` (D, given or C / H); projection biases on q/k/v (Qwen2; Llama's ``attention_bias`` adds
   one to the output projection too) and optional MLP biases (``mlp_bias``);
+* Qwen3: per-head RMSNorm on queries and keys (``q_norm``/``k_norm``, width D) before the rotation;
+* Phi-3: q|k|v stored as one ``qkv_proj`` weight and gate|up as one ``gate_up_proj`` weight, used as stored
+  (the same row layout as the fused layers below); its ``longrope`` scaling is refused like other types;
 * rotary position embeddings in the "rotate half" layout, base ``rope_theta``, optionally rescaled by
   ``rope_scaling`` of type ``linear`` (positions divided by ``factor``), ``dynamic`` (NTK: the base grows
   with the sequence once it passes ``max_position_embeddings``), ``llama3`` (Llama 3.1's per-frequency
   blend) or ``yarn`` (frequency ramp plus an attention factor on cos/sin). Other types are refused.
 
 Context length (``block_size``): ``max_position_embeddings``; for ``dynamic`` RoPE, whose only purpose is
-to run past the trained length, that times ``factor``. Mistral's (and Qwen2's, when switched on) sliding
-window attention is not implemented: the context is capped at ``sliding_window`` instead, so attention
+to run past the trained length, that times ``factor``. Mistral's, Phi-3's (and Qwen2's/Qwen3's, when switched on)
+sliding window attention is not implemented: the context is capped at ``sliding_window`` instead, so attention
 never reaches past the window and plain causal attention is exact.
 
 `forward` runs ``T`` new tokens at absolute positions ``start .. start+T-1`` with the same contract as
@@ -45,11 +49,11 @@ from ..limits import check_cache
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
 
-MODEL_TYPES = ("llama", "mistral", "qwen2")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 
 # Defaults of the reference configuration classes, for keys a config.json leaves out.
-_DEFAULT_CONTEXT = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768}
+_DEFAULT_CONTEXT = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768, "qwen3": 32768, "phi3": 4096}
 _DEFAULT_KV_HEADS = {"mistral": 8}  # others: as many as the query heads
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -298,7 +302,7 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 # ------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class LlamaConfig:
-    model_type: str  # "llama" | "mistral" | "qwen2"
+    model_type: str  # one of MODEL_TYPES
     vocab_size: int  # V
     n_layer: int  # L
     n_head: int  # H: query heads
@@ -316,6 +320,8 @@ class LlamaConfig:
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
     sliding_window: int | None = None  # when set, block_size is capped at it
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3)
+    fused_weights: bool = False  # qkv_proj and gate_up_proj stored as one weight each (Phi-3)
 
     @property
     def rope_theta(self) -> float:
@@ -353,7 +359,9 @@ class LlamaConfig:
         window = None
         if mt == "mistral":
             window = cfg.get("sliding_window", 4096)
-        elif mt == "qwen2" and (config_bool(cfg, "use_sliding_window", source, False)
+        elif mt == "phi3" and cfg.get("sliding_window") is not None:
+            window = cfg["sliding_window"]
+        elif mt in ("qwen2", "qwen3") and (config_bool(cfg, "use_sliding_window", source, False)
                                 or _has_sliding_layers(cfg.get("layer_types"))):
             window = cfg.get("sliding_window", 4096)
         if window is not None:
@@ -374,11 +382,13 @@ class LlamaConfig:
             rms_norm_eps=_float(cfg, "rms_norm_eps", source, 1e-6),
             rope=rope,
             hidden_act=act,
-            qkv_bias=mt == "qwen2" or (mt == "llama" and attention_bias),
-            o_bias=mt == "llama" and attention_bias,
+            qkv_bias=mt == "qwen2" or (mt in ("llama", "qwen3") and attention_bias),
+            o_bias=mt in ("llama", "qwen3") and attention_bias,
             mlp_bias=mt == "llama" and config_bool(cfg, "mlp_bias", source, False),
             tie_word_embeddings=config_bool(cfg, "tie_word_embeddings", source, False),
             sliding_window=window,
+            qk_norm=mt == "qwen3",
+            fused_weights=mt == "phi3",
         )
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -391,15 +401,24 @@ class LlamaConfig:
             p = f"model.layers.{i}."
             shapes[p + "input_layernorm.weight"] = (C,)
             shapes[p + "post_attention_layernorm.weight"] = (C,)
-            for name, rows in (("q_proj", H * D), ("k_proj", KVH * D), ("v_proj", KVH * D)):
-                shapes[p + f"self_attn.{name}.weight"] = (rows, C)
-                if self.qkv_bias:
-                    shapes[p + f"self_attn.{name}.bias"] = (rows,)
+            if self.fused_weights:
+                shapes[p + "self_attn.qkv_proj.weight"] = ((H + 2 * KVH) * D, C)
+            else:
+                for name, rows in (("q_proj", H * D), ("k_proj", KVH * D), ("v_proj", KVH * D)):
+                    shapes[p + f"self_attn.{name}.weight"] = (rows, C)
+                    if self.qkv_bias:
+                        shapes[p + f"self_attn.{name}.bias"] = (rows,)
+            if self.qk_norm:
+                shapes[p + "self_attn.q_norm.weight"] = (D,)
+                shapes[p + "self_attn.k_norm.weight"] = (D,)
             shapes[p + "self_attn.o_proj.weight"] = (C, H * D)
             if self.o_bias:
                 shapes[p + "self_attn.o_proj.bias"] = (C,)
-            shapes[p + "mlp.gate_proj.weight"] = (I, C)
-            shapes[p + "mlp.up_proj.weight"] = (I, C)
+            if self.fused_weights:
+                shapes[p + "mlp.gate_up_proj.weight"] = (2 * I, C)
+            else:
+                shapes[p + "mlp.gate_proj.weight"] = (I, C)
+                shapes[p + "mlp.up_proj.weight"] = (I, C)
             shapes[p + "mlp.down_proj.weight"] = (C, I)
             if self.mlp_bias:
                 shapes[p + "mlp.gate_proj.bias"] = (I,)
@@ -441,12 +460,13 @@ class KVCache:
 # -------------------------------------------------------------------------------------------- model
 class _Block:
     """One decoder layer: its norms and its linear layers, q|k|v and gate|up each acting as one layer
-    (fused into one weight, or kept separate for float32: see ``kernels.fuses_layers``)."""
+    (fused into one weight, or kept separate for float32: see ``kernels.fuses_layers``; weights stored
+    fused, as Phi-3's, stay fused), and Qwen3's per-head query/key norms."""
 
-    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down")
+    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down", "q_norm", "k_norm", "qk_norm")
 
     def __init__(self, take: Callable[[str], Any], linear: Callable[..., LinearLike], p: str,
-                 quantize: str | None, dtype: torch.dtype) -> None:
+                 quantize: str | None, config: "LlamaConfig", dtype: torch.dtype) -> None:
         fuse = fuses_layers(dtype, quantize)
 
         def fused(*names: str) -> LinearLike | Concat:
@@ -458,9 +478,20 @@ class _Block:
 
         self.ln1 = take(p + "input_layernorm.weight")  # (C,)
         self.ln2 = take(p + "post_attention_layernorm.weight")  # (C,)
-        self.qkv = fused("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # (H·D + 2·KVH·D, C)
+        if config.fused_weights:
+            self.qkv = fused("self_attn.qkv_proj")  # (H·D + 2·KVH·D, C)
+            self.gate_up = fused("mlp.gate_up_proj")  # (2I, C)
+        else:
+            self.qkv = fused("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")  # (H·D + 2·KVH·D, C)
+            self.gate_up = fused("mlp.gate_proj", "mlp.up_proj")  # (2I, C)
         self.o = fused("self_attn.o_proj")  # (C, H·D)
-        self.gate_up = fused("mlp.gate_proj", "mlp.up_proj")  # (2I, C)
+        self.q_norm = self.k_norm = self.qk_norm = None
+        if config.qk_norm:
+            self.q_norm = take(p + "self_attn.q_norm.weight")  # (D,)
+            self.k_norm = take(p + "self_attn.k_norm.weight")  # (D,)
+            H, KVH, D = config.n_head, config.n_kv_head, config.head_dim
+            # Both as one weight per rotated head, for the fused layout: (H + KVH, D)
+            self.qk_norm = torch.cat((self.q_norm.expand(H, D), self.k_norm.expand(KVH, D)))
         self.down = fused("mlp.down_proj")  # (C, I)
 
 
@@ -516,7 +547,8 @@ class Llama:
         else:
             self.lm_head = linear(["lm_head.weight"], quantize=head_quantize)  # (V, C)
             self._embed = take("model.embed_tokens.weight")  # (V, C)
-        self.blocks = [_Block(take, linear, f"model.layers.{i}.", quantize, dtype) for i in range(config.n_layer)]
+        self.blocks = [_Block(take, linear, f"model.layers.{i}.", quantize, config, dtype)
+                       for i in range(config.n_layer)]
         self.act = _ACTIVATIONS[config.hidden_act]
         self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.norm.device)
         self.scale = 1.0 / math.sqrt(config.head_dim)
@@ -537,7 +569,7 @@ class Llama:
     def weight_bytes(self) -> int:
         """Bytes of every weight the model holds (what one decoded token streams from memory, about)."""
         layers = [self.lm_head] + [lin for b in self.blocks for lin in (b.qkv, b.o, b.gate_up, b.down)]
-        norms = [self.norm] + [t for b in self.blocks for t in (b.ln1, b.ln2)]
+        norms = [self.norm] + [t for b in self.blocks for t in (b.ln1, b.ln2, b.q_norm, b.k_norm) if t is not None]
         if self._embed is not None:
             norms.append(self._embed)
         return sum(lin.nbytes for lin in layers) + sum(t.numel() * t.element_size() for t in norms)
@@ -551,6 +583,33 @@ class Llama:
         return KVCache(c.n_layer, c.n_kv_head, c.head_dim, min(max_len, c.block_size), batch,
                        dtype=self.dtype, device=self.device)
 
+    def _qkv(self, blk: _Block, h: torch.Tensor, cos: torch.Tensor,
+             sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries (B, H, T, D), rotated keys and values (B, KVH, T, D) of the normed input h (B, T, C);
+        cos/sin broadcast against (B, T, heads, D). Qwen3's q/k norms are applied before the rotation."""
+        cfg = self.config
+        H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
+        B, T, _ = h.shape
+        if type(blk.qkv) is Concat:  # separate weights: three products, nothing to concatenate
+            q_lin, k_lin, v_lin = blk.qkv.layers
+            q, k = q_lin(h).view(B, T, H, D), k_lin(h).view(B, T, KVH, D)
+            if blk.q_norm is not None:
+                q, k = _rms_norm(q, blk.q_norm, eps), _rms_norm(k, blk.k_norm, eps)
+            q = _rope(q, cos, sin).transpose(1, 2)  # (B, H, T, D)
+            k = _rope(k, cos, sin).transpose(1, 2)  # (B, KVH, T, D)
+            v = v_lin(h).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
+            return q, k, v
+        NQK = H + KVH  # heads that are rotated: the queries, then the keys
+        qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
+        qk = qkv[..., : NQK * D].view(B, T, NQK, D)
+        if blk.qk_norm is not None:  # normalised per head, then each head's own weight (H + KVH, D)
+            qk = F.rms_norm(qk, (D,), None, eps) * blk.qk_norm
+        qk = _rope(qk, cos, sin)  # (B, T, H + KVH, D)
+        q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+        k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
+        v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
+        return q, k, v
+
     def forward(self, ids: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Float32 logits of the last position, (B, V), for ``ids`` (B, T) at positions start..start+T-1."""
         cfg = self.config
@@ -561,7 +620,6 @@ class Llama:
         if cache is None and start != 0:
             raise ValueError("a forward without a cache must start at position 0")
         H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
-        NQK = H + KVH  # heads that are rotated: the queries, then the keys
 
         x = self.embed(ids)  # (B, T, C)
         cos, sin = self.rotary.cos_sin(start, end, x.dtype)  # (T, D) each
@@ -571,18 +629,7 @@ class Llama:
             mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril_(start)  # (T, end)
         causal = T > 1 and start == 0
         for i, blk in enumerate(self.blocks):
-            h = _rms_norm(x, blk.ln1, eps)  # (B, T, C)
-            if type(blk.qkv) is Concat:  # separate weights: three products, nothing to concatenate
-                q_lin, k_lin, v_lin = blk.qkv.layers
-                q = _rope(q_lin(h).view(B, T, H, D), cos, sin).transpose(1, 2)  # (B, H, T, D)
-                k = _rope(k_lin(h).view(B, T, KVH, D), cos, sin).transpose(1, 2)  # (B, KVH, T, D)
-                v = v_lin(h).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-            else:
-                qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
-                qk = _rope(qkv[..., : NQK * D].view(B, T, NQK, D), cos, sin)  # (B, T, H + KVH, D)
-                q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
-                k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
-                v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
+            q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, T, D)
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (B, KVH, end, D)
             o = F.scaled_dot_product_attention(
@@ -611,24 +658,12 @@ class Llama:
         if max(positions) >= cfg.block_size:
             raise ValueError(f"position {max(positions)} exceeds the context length {cfg.block_size}")
         H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
-        NQK = H + KVH
         x = self.embed(ids.unsqueeze(1))  # (B, 1, C)
         cos, sin = self.rotary.cos_sin(0, max(positions) + 1, x.dtype)  # (n, D) each
         pos = torch.tensor(positions, dtype=torch.long, device=ids.device)  # (B,)
         cos, sin = cos[pos].view(B, 1, 1, D), sin[pos].view(B, 1, 1, D)  # (B, 1, 1, D): broadcast per row
         for i, blk in enumerate(self.blocks):
-            h = _rms_norm(x, blk.ln1, eps)  # (B, 1, C)
-            if type(blk.qkv) is Concat:
-                q_lin, k_lin, v_lin = blk.qkv.layers
-                q = _rope(q_lin(h).view(B, 1, H, D), cos, sin).transpose(1, 2)  # (B, H, 1, D)
-                k = _rope(k_lin(h).view(B, 1, KVH, D), cos, sin).transpose(1, 2)  # (B, KVH, 1, D)
-                v = v_lin(h).view(B, 1, KVH, D).transpose(1, 2)  # (B, KVH, 1, D)
-            else:
-                qkv = blk.qkv(h)  # (B, 1, (H + 2·KVH)·D)
-                qk = _rope(qkv[..., : NQK * D].view(B, 1, NQK, D), cos, sin)  # (B, 1, H + KVH, D)
-                q = qk[:, :, :H].transpose(1, 2)  # (B, H, 1, D)
-                k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, 1, D)
-                v = qkv[..., NQK * D :].view(B, 1, KVH, D).transpose(1, 2)  # (B, KVH, 1, D)
+            q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, 1, D)
             rows = []
             for b, (start, cache) in enumerate(zip(positions, caches)):
                 kb, vb = cache.update(i, start, k[b : b + 1], v[b : b + 1])  # (1, KVH, start+1, D)

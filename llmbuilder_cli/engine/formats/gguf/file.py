@@ -12,8 +12,9 @@ data, often block-quantized. This module turns it into what a transformers check
   ``gguf`` package's reference code for the rarer ones) with the row permutation llama.cpp's converter
   applies to Llama Q/K weights undone, so loading never holds the model twice.
 
-Supported architectures: llama (Mistral files say llama too), qwen2, gpt2, gemma3 (text only; its norm
-weights are stored as ``1 + weight`` and read back as transformers' ``weight``). Shapes in a GGUF are listed
+Supported architectures: llama (Mistral files say llama too), qwen2, qwen3 (with its q/k norms), phi3 (fused
+q|k|v and gate|up tensors, kept fused; its longrope factor tensors are refused), gpt2, gemma3 (text only;
+its norm weights are stored as ``1 + weight`` and read back as transformers' ``weight``). Shapes in a GGUF are listed
 fastest-varying first (ggml's ``ne`` order); here every shape is in torch/numpy order.
 
 This module holds that entry point, the tensor-name and config mapping, and re-exports the public names
@@ -59,7 +60,7 @@ __all__ = [
     "read_gguf_header",
 ]
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "gpt2", "gemma3")
 
 
 @dataclass
@@ -92,6 +93,21 @@ _LLAMA_BLOCK = {
     "attn_output.bias": "self_attn.o_proj.bias",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+#: Qwen3: Llama's names plus the per-head query/key norms.
+_QWEN3_BLOCK = {
+    **_LLAMA_BLOCK,
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+}
+#: Phi-3: q|k|v and gate|up each stored as one tensor (llama.cpp's ffn_up holds gate then up rows).
+_PHI3_BLOCK = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_qkv.weight": "self_attn.qkv_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_up.weight": "mlp.gate_up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
 _LLAMA_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
@@ -145,6 +161,8 @@ def _hf_name(arch: str, name: str, n_layers: int) -> str | None:
     top, block, prefix = {
         "gpt2": (_GPT2_TOP, _GPT2_BLOCK, "transformer.h"),
         "gemma3": (_LLAMA_TOP, _GEMMA3_BLOCK, "model.layers"),
+        "qwen3": (_LLAMA_TOP, _QWEN3_BLOCK, "model.layers"),
+        "phi3": (_LLAMA_TOP, _PHI3_BLOCK, "model.layers"),
     }.get(arch, (_LLAMA_TOP, _LLAMA_BLOCK, "model.layers"))
     if name in top:
         return top[name]
@@ -221,11 +239,17 @@ def _hf_config(header: GGUFHeader, arch: str) -> dict:
         )
     if arch == "gemma3":
         return _gemma3_config(header, common)
+    if "rope_factors_long.weight" in tensors or "rope_factors_short.weight" in tensors:
+        raise ModelLoadError(f"{header.path.name}: RoPE scaling type 'longrope' is not supported",
+                             hint="supported rope scaling: none, linear, yarn, llama3")
     theta = float(meta.get(key("rope.freq_base"), 10000.0))
     has_bias = "blk.0.attn_q.bias" in tensors
+    window = meta.get(key("attention.sliding_window"))
+    extra = {"sliding_window": int(window)} if arch == "phi3" and window is not None else {}
     return {
         "model_type": arch,
-        "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+        "architectures": [_ARCH_CLASSES.get(arch, "LlamaForCausalLM")],
+        **extra,
         **common,
         "hidden_act": "silu",
         "rms_norm_eps": float(meta.get(key("attention.layer_norm_rms_epsilon"), 1e-6)),
@@ -233,6 +257,9 @@ def _hf_config(header: GGUFHeader, arch: str) -> dict:
         "rope_scaling": _rope_scaling(header, arch, theta, head_dim),
         "attention_bias": True if arch == "qwen2" else has_bias,
     }
+
+
+_ARCH_CLASSES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 
 def _gemma3_config(header: GGUFHeader, common: dict) -> dict:
@@ -276,7 +303,8 @@ def _expected_shape(c: dict, hf: str) -> tuple[int, ...]:
         if part in ("wte", "lm_head"):
             return (v, h)
         return (c["max_position_embeddings"], h) if part == "wpe" else (h,)
-    rows = {"q_proj": q, "k_proj": kv, "v_proj": kv, "o_proj": h, "gate_proj": f, "up_proj": f, "down_proj": h}
+    rows = {"q_proj": q, "k_proj": kv, "v_proj": kv, "o_proj": h, "gate_proj": f, "up_proj": f, "down_proj": h,
+            "qkv_proj": q + 2 * kv, "gate_up_proj": 2 * f}
     cols = {"o_proj": q, "down_proj": f}
     if part in rows:
         return (rows[part], cols.get(part, h)) if kind == "weight" else (rows[part],)
@@ -500,7 +528,8 @@ def _check_complete(config: dict, arch: str, names: set[str], file: str) -> None
     elif arch == "gemma3":
         wanted = [*_LLAMA_TOP.values()] + [f"model.layers.{i}.{v}" for i in range(n) for v in _GEMMA3_BLOCK.values()]
     else:
-        block = [v for k, v in _LLAMA_BLOCK.items() if k.endswith("weight")]
+        layer = {"qwen3": _QWEN3_BLOCK, "phi3": _PHI3_BLOCK}.get(arch, _LLAMA_BLOCK)
+        block = [v for k, v in layer.items() if k.endswith("weight")]
         if config["attention_bias"]:
             block += [f"self_attn.{p}_proj.bias" for p in ("q", "k", "v")]
         wanted = [*_LLAMA_TOP.values()] + [f"model.layers.{i}.{v}" for i in range(n) for v in block]

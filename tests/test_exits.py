@@ -111,7 +111,11 @@ def test_threads_auto_is_accepted_by_the_flag(capsys):
 def _slow_env(tmp_path: Path, marker: Path) -> dict[str, str]:
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SLOW_LOAD, encoding="utf-8")
+    module = site / "sitecustomize.py"
+    if not module.exists():  # once, and whole: a process starting while the file is rewritten would run unslowed
+        partial = site / "sitecustomize.partial"
+        partial.write_text(SLOW_LOAD, encoding="utf-8")
+        partial.replace(module)
     env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
     env["SLOW_LOAD_MARKER"] = str(marker)

@@ -17,6 +17,7 @@ from llmbuilder_cli.cli.info import format_info  # noqa: E402
 from llmbuilder_cli.engine import loading  # noqa: E402
 from llmbuilder_cli.engine.describe import describe  # noqa: E402
 from llmbuilder_cli.engine.formats import hf_dir  # noqa: E402
+from parity import engine_greedy, reference_greedy  # noqa: E402
 from test_gguf import VOCAB, write_gguf  # noqa: E402
 
 HIDDEN, HEADS, KV, HEAD_DIM, FFN, WINDOW = 32, 4, 2, 16, 64, 5
@@ -43,25 +44,6 @@ def reference(layers: int, **overrides) -> "transformers.Gemma3ForCausalLM":
     return model
 
 
-def reference_greedy(model, ids: list[int], n: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
-
-
-def our_greedy(model, ids: list[int], n: int) -> list[int]:
-    cache = model.new_cache(64)
-    with torch.inference_mode():
-        logits = model.forward(torch.tensor([ids]), 0, cache)
-        out, pos = [], len(ids)
-        for _ in range(n):
-            out.append(int(logits[0].argmax()))
-            logits = model.forward(torch.tensor([[out[-1]]]), pos, cache)
-            pos += 1
-    return out
-
-
 def assert_same_model(ours, ref) -> None:
     ids = torch.tensor([PROMPT])
     with torch.no_grad():
@@ -73,7 +55,7 @@ def assert_same_model(ours, ref) -> None:
         chunked = ours.forward(ids[:, 7:], 7, cache)[0]  # a prompt continued past the window, with a cache
     torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)
-    assert our_greedy(ours, PROMPT, 12) == reference_greedy(ref, PROMPT, 12)
+    assert engine_greedy(ours, PROMPT, 12) == reference_greedy(ref, PROMPT, 12)
 
 
 def test_hf_directory_matches_transformers(tmp_path):

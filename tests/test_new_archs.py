@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
 from conftest import cli_cmd, cli_env  # noqa: E402
+from parity import engine_greedy, reference_greedy  # noqa: E402
 from llmbuilder_cli.cli.info import format_info  # noqa: E402
 from llmbuilder_cli.engine import loading  # noqa: E402
 from llmbuilder_cli.engine.describe import describe  # noqa: E402
@@ -51,26 +52,6 @@ def reference(family: str, **overrides):
     return model
 
 
-def reference_greedy(model, ids: list[int], n: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
-
-
-def greedy_cached(model, ids: list[int], n: int) -> list[int]:
-    cache = model.new_cache(64)
-    with torch.inference_mode():
-        logits = model.forward(torch.tensor([ids[:5]]), 0, cache)  # the prompt in two chunks
-        logits = model.forward(torch.tensor([ids[5:]]), 5, cache)
-        out, pos = [], len(ids)
-        for _ in range(n):
-            out.append(int(logits[0].argmax()))
-            logits = model.forward(torch.tensor([[out[-1]]]), pos, cache)
-            pos += 1
-    return out
-
-
 def greedy_uncached(model, ids: list[int], n: int) -> list[int]:
     seq = list(ids)
     with torch.inference_mode():
@@ -91,7 +72,7 @@ def assert_same_model(ours, ref) -> None:
     torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)
     want = reference_greedy(ref, PROMPT, STEPS)
-    assert greedy_cached(ours, PROMPT, STEPS) == want
+    assert engine_greedy(ours, PROMPT, STEPS, split=5) == want
     assert greedy_uncached(ours, PROMPT, STEPS) == want
 
 

@@ -1,0 +1,32 @@
+"""Greedy decoding on both sides of a parity test: transformers' own ``generate`` and our engine's model
+driven step by step through its key/value cache (the prompt optionally fed in two chunks)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_greedy(model, ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of ``ids``: exactly ``n`` new ids (EOS held off)."""
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, len(ids):].tolist()
+
+
+def engine_greedy(model, ids: list[int], n: int, split: int | None = None) -> list[int]:
+    """Our model's greedy continuation through its cache; ``split``: feed the prompt as ids[:split] then
+    ids[split:] (a prompt that arrives in chunks)."""
+    cache = model.new_cache(64)
+    chunks = [ids] if split is None else [ids[:split], ids[split:]]
+    with torch.inference_mode():
+        start = 0
+        for chunk in chunks:
+            logits = model.forward(torch.tensor([chunk]), start, cache)  # (1, V) at the chunk's last position
+            start += len(chunk)
+        out, pos = [], len(ids)
+        for _ in range(n):
+            out.append(int(logits[0].argmax()))
+            logits = model.forward(torch.tensor([[out[-1]]]), pos, cache)
+            pos += 1
+    return out

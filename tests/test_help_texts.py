@@ -3,6 +3,9 @@ list, ``-m`` names every model format, and errors about a model path do not name
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 import typer
 
 from llmbuilder_cli.cli.app import app, main
@@ -41,3 +44,14 @@ def test_a_missing_model_for_info_does_not_mention_a_flag(capsys):
     assert main(["info", "nope.gguf"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("Error: model not found: nope.gguf") and "--model" not in err, err
+
+
+@pytest.mark.parametrize("argv0, name", [("/usr/local/bin/llmbuilder-cli", "llmbuilder-cli"),
+                                         ("/usr/local/bin/llmbuilder", "llmbuilder"),
+                                         ("/site-packages/llmbuilder_cli/__main__.py", "llmbuilder")])
+def test_usage_lines_name_the_command_that_was_typed(monkeypatch, capsys, argv0, name):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert main(["generate"]) == 0
+    assert f"Usage: {name} generate [OPTIONS] COMMAND" in capsys.readouterr().out
+    assert main(["generate", "text", "--top-k", "x"]) == 2
+    assert f"see '{name} generate text --help'" in capsys.readouterr().err

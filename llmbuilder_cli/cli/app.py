@@ -22,7 +22,7 @@ import typer
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_LOAD, EXIT_RUNTIME, EXIT_USAGE, LLMBuilderError
-from .completion import COMPLETE_VAR, PROG_NAME, complete_profile
+from .completion import COMPLETE_VAR, PROG_NAME, PROG_NAMES, complete_profile
 from .config_cmd import config_app
 from .doctor import doctor_command
 from .export import export_app
@@ -74,6 +74,13 @@ def invoke(argv: Sequence[str]) -> int:
     return run_command(list(argv))
 
 
+def invoked_as() -> str:
+    """The name the user typed, for usage lines and "see '… --help'": ``llmbuilder-cli`` when started by
+    that script, else ``llmbuilder`` (also for ``python -m llmbuilder_cli`` and in-process calls)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in PROG_NAMES else PROG_NAME
+
+
 def run_command(args: list[str]) -> int:
     """Parse and run one command line, letting every exception through to `main`.
 
@@ -86,7 +93,7 @@ def run_command(args: list[str]) -> int:
     if os.environ.get(COMPLETE_VAR):
         return command.main(args=args, prog_name=PROG_NAME)  # pragma: no cover - answers, then exits
     try:
-        with command.make_context(PROG_NAME, args) as ctx:
+        with command.make_context(invoked_as(), args) as ctx:
             result = command.invoke(ctx)
     except typer.Exit as exc:
         return exc.exit_code

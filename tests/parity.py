@@ -30,3 +30,18 @@ def engine_greedy(model, ids: list[int], n: int, split: int | None = None) -> li
             logits = model.forward(torch.tensor([[out[-1]]]), pos, cache)
             pos += 1
     return out
+
+
+def assert_same_logits(ours, ref, ids: list[int], split: int) -> None:
+    """Our last-position float32 logits equal transformers', for the whole prompt in one forward and for
+    the prompt fed as ids[:split] then ids[split:] through the cache."""
+    prompt = torch.tensor([ids])
+    with torch.no_grad():
+        expected = ref(prompt).logits[0, -1]
+    with torch.inference_mode():
+        full = ours.forward(prompt)[0]
+        cache = ours.new_cache(64)
+        ours.forward(prompt[:, :split], 0, cache)
+        chunked = ours.forward(prompt[:, split:], split, cache)[0]
+    torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)

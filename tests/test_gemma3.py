@@ -17,7 +17,7 @@ from llmbuilder_cli.cli.info import format_info  # noqa: E402
 from llmbuilder_cli.engine import loading  # noqa: E402
 from llmbuilder_cli.engine.describe import describe  # noqa: E402
 from llmbuilder_cli.engine.formats import hf_dir  # noqa: E402
-from parity import engine_greedy, reference_greedy  # noqa: E402
+from parity import assert_same_logits, engine_greedy, reference_greedy  # noqa: E402
 from test_gguf import VOCAB, write_gguf  # noqa: E402
 
 HIDDEN, HEADS, KV, HEAD_DIM, FFN, WINDOW = 32, 4, 2, 16, 64, 5
@@ -45,16 +45,7 @@ def reference(layers: int, **overrides) -> "transformers.Gemma3ForCausalLM":
 
 
 def assert_same_model(ours, ref) -> None:
-    ids = torch.tensor([PROMPT])
-    with torch.no_grad():
-        expected = ref(ids).logits[0, -1]
-    with torch.inference_mode():
-        full = ours.forward(ids)[0]
-        cache = ours.new_cache(64)
-        ours.forward(ids[:, :7], 0, cache)
-        chunked = ours.forward(ids[:, 7:], 7, cache)[0]  # a prompt continued past the window, with a cache
-    torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)
+    assert_same_logits(ours, ref, PROMPT, split=7)  # the second chunk continues past the window
     assert engine_greedy(ours, PROMPT, 12) == reference_greedy(ref, PROMPT, 12)
 
 

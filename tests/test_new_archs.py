@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
 from conftest import cli_cmd, cli_env  # noqa: E402
-from parity import engine_greedy, reference_greedy  # noqa: E402
+from parity import assert_same_logits, engine_greedy, reference_greedy  # noqa: E402
 from llmbuilder_cli.cli.info import format_info  # noqa: E402
 from llmbuilder_cli.engine import loading  # noqa: E402
 from llmbuilder_cli.engine.describe import describe  # noqa: E402
@@ -61,16 +61,7 @@ def greedy_uncached(model, ids: list[int], n: int) -> list[int]:
 
 
 def assert_same_model(ours, ref) -> None:
-    ids = torch.tensor([PROMPT])
-    with torch.no_grad():
-        expected = ref(ids).logits[0, -1]
-    with torch.inference_mode():
-        full = ours.forward(ids)[0]
-        cache = ours.new_cache(64)
-        ours.forward(ids[:, :7], 0, cache)
-        chunked = ours.forward(ids[:, 7:], 7, cache)[0]
-    torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)
+    assert_same_logits(ours, ref, PROMPT, split=7)
     want = reference_greedy(ref, PROMPT, STEPS)
     assert engine_greedy(ours, PROMPT, STEPS, split=5) == want
     assert greedy_uncached(ours, PROMPT, STEPS) == want

@@ -318,10 +318,12 @@ def test_unsupported_rope_and_activation_are_named():
         hf_dir.model_config({**base, "quantization_config": {"quant_method": "gptq"}})
 
 
-def test_mistral_context_is_capped_at_its_sliding_window():
+def test_mistral_keeps_its_context_and_slides_its_window():
+    """The window limits what each layer sees, not the context (tests/test_sliding_window.py runs past it)."""
     cfg = hf_dir.model_config({"model_type": "mistral", **{k: v for k, v in _LLAMA.items() if not k.endswith("_id")},
                                "max_position_embeddings": 4096, "sliding_window": 1024})
-    assert cfg.block_size == 1024
+    assert (cfg.block_size, cfg.sliding_window) == (4096, 1024)
+    assert set(cfg.layer_types) == {"sliding_attention"}
 
 
 def test_bad_dtype_is_a_usage_error():

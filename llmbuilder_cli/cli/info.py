@@ -66,8 +66,9 @@ def format_info(d: dict[str, Any]) -> str:
     att = d.get("attention")
     if att:
         local = f" (rotary theta {att['sliding_rope_theta']:g})" if att.get("sliding_rope_theta") else ""
-        rows.append(("Attention", f"sliding window of {att['sliding_window']:,} tokens in "
-                                  f"{att['sliding_layers']} layers{local}, full in {att['full_layers']}"))
+        where = ("every layer" if not att["full_layers"]
+                 else f"{att['sliding_layers']} layers{local}, full in {att['full_layers']}")
+        rows.append(("Attention", f"sliding window of {att['sliding_window']:,} tokens in {where}"))
     rows += [
         ("Weights", f"{d['stored_dtype']} in the file, run in {d.get('run_dtype', 'float32')}"),
         ("File size", _size(d["file_size"])),

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, LinearLike, make_linear
-from .llama import _ACTIVATIONS, KVCache, RopeSpec, _bad_config, _float, _int, _rope, _Rotary, config_bool
+from .llama import (_ACTIVATIONS, KVCache, RopeSpec, _bad_config, _band_mask, _float, _int, _rope, _Rotary,
+                    config_bool)
 
 __all__ = ["Gemma3Config", "Gemma3", "MODEL_TYPES"]
 
@@ -308,10 +309,8 @@ class Gemma3:
             tables[sliding] = (cos.unsqueeze(1), sin.unsqueeze(1))  # (T, 1, D)
         # SDPA boolean masks (True = may attend), (T, end): key j is visible to the query at position i
         # when j <= i, and for sliding layers also i - j < W.
-        q_pos = torch.arange(start, end, device=ids.device)[:, None]  # (T, 1)
-        k_pos = torch.arange(end, device=ids.device)[None, :]  # (1, end)
-        causal = k_pos <= q_pos  # (T, end)
-        masks = {False: causal, True: causal & (q_pos - k_pos < W)}
+        causal = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril_(start)  # (T, end)
+        masks = {False: causal, True: _band_mask(start, end, W, ids.device)}
         if T == 1:
             masks[False] = None  # one new token sees every cached position
         if end <= W:

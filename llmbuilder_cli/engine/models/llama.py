@@ -17,9 +17,13 @@ One class covers them all; they differ only in configuration:
   blend) or ``yarn`` (frequency ramp plus an attention factor on cos/sin). Other types are refused.
 
 Context length (``block_size``): ``max_position_embeddings``; for ``dynamic`` RoPE, whose only purpose is
-to run past the trained length, that times ``factor``. Mistral's, Phi-3's (and Qwen2's/Qwen3's, when switched on)
-sliding window attention is not implemented: the context is capped at ``sliding_window`` instead, so attention
-never reaches past the window and plain causal attention is exact.
+to run past the trained length, that times ``factor``.
+
+Sliding-window attention (Mistral, Phi-3 with ``sliding_window``; Qwen2/Qwen3 with ``use_sliding_window``, in
+the layers ``layer_types`` names, by default those from ``max_window_layers`` on): in a sliding layer the
+query at position i sees keys j with i - W < j <= i (W = ``sliding_window``, the query's own position
+included), as transformers' masks do. The cache keeps every position (full layers need them); a sliding
+layer reads only the last W of them for one new token and uses a banded mask for several.
 
 `forward` runs ``T`` new tokens at absolute positions ``start .. start+T-1`` with the same contract as
 ``llmbuilder_gpt.py``: with a `KVCache` earlier positions come from the cache, without one the call is a
@@ -47,7 +51,7 @@ from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, make_linear, quantize_blocks
 from ..limits import check_cache
 
-__all__ = ["LlamaConfig", "KVCache", "Llama", "ROPE_TYPES", "MODEL_TYPES"]
+__all__ = ["LlamaConfig", "KVCache", "Llama", "LAYER_TYPES", "ROPE_TYPES", "MODEL_TYPES"]
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
@@ -98,8 +102,37 @@ def config_bool(cfg: Mapping[str, Any], key: str, source: str, default: bool) ->
     return value
 
 
-def _has_sliding_layers(layer_types: Any) -> bool:
-    return isinstance(layer_types, (list, tuple)) and "sliding_attention" in layer_types
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _layer_types(cfg: Mapping[str, Any], mt: str, n_layer: int, source: str) -> tuple[int | None, tuple[str, ...]]:
+    """The sliding window W and each layer's attention kind, as transformers' configuration classes
+    derive them: Mistral and Phi-3 slide in every layer when ``sliding_window`` is set (Mistral's default
+    4096; null switches it off); Qwen2/Qwen3 only with ``use_sliding_window``, in the layers ``layer_types``
+    marks, else those from ``max_window_layers`` on. ``(None, ())`` when no layer slides."""
+    if mt in ("mistral", "phi3"):
+        window = cfg.get("sliding_window", 4096 if mt == "mistral" else None)
+        types: Any = None
+    elif mt in ("qwen2", "qwen3") and config_bool(cfg, "use_sliding_window", source, False):
+        window = cfg.get("sliding_window", 4096)
+        types = cfg.get("layer_types")
+        if types is None:
+            first = cfg.get("max_window_layers", 28)
+            if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+                raise _bad_config(source, f"max_window_layers must be a whole number >= 0 (got {first!r})")
+            types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layer)]
+    else:
+        return None, ()
+    if window is None:
+        return None, ()
+    window = _int({"sliding_window": window}, "sliding_window", source)
+    if types is None:
+        types = ["sliding_attention"] * n_layer
+    if not isinstance(types, (list, tuple)) or len(types) != n_layer or any(t not in LAYER_TYPES for t in types):
+        raise _bad_config(source, f"layer_types must list {n_layer} entries, each one of {', '.join(LAYER_TYPES)}")
+    if "sliding_attention" not in types:
+        return None, ()
+    return window, tuple(types)
 
 
 # Numeric RoPE parameters and the least value each may take (None: any finite number).
@@ -292,6 +325,14 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + swapped * sin
 
 
+def _band_mask(start: int, end: int, window: int, device: torch.device) -> torch.Tensor:
+    """SDPA boolean mask (True = may attend), (T, end), for queries at start..end-1 of a sliding layer:
+    key j is visible to the query at i when i - window < j <= i."""
+    q_pos = torch.arange(start, end, device=device)[:, None]  # (T, 1)
+    k_pos = torch.arange(end, device=device)[None, :]  # (1, end)
+    return (k_pos <= q_pos) & (k_pos > q_pos - window)  # (T, end)
+
+
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm, statistics in float32: torch's fused kernel. In float32 it is the reference arithmetic
     exactly; in 16-bit dtypes it rounds once at the end instead of also before the weight (closer to the
@@ -319,7 +360,8 @@ class LlamaConfig:
     o_bias: bool = False  # bias on the output projection (Llama with attention_bias)
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
-    sliding_window: int | None = None  # when set, block_size is capped at it
+    sliding_window: int | None = None  # W: positions a sliding layer sees, the query's own included
+    layer_types: tuple[str, ...] = ()  # per layer, one of LAYER_TYPES; empty when no layer slides
     qk_norm: bool = False  # RMSNorm over each query and key head before RoPE (Qwen3)
     fused_weights: bool = False  # qkv_proj and gate_up_proj stored as one weight each (Phi-3)
 
@@ -356,22 +398,13 @@ class LlamaConfig:
         context = max_pos
         if rope.kind == "dynamic":
             context = int(max_pos * float(rope.params["factor"]))
-        window = None
-        if mt == "mistral":
-            window = cfg.get("sliding_window", 4096)
-        elif mt == "phi3" and cfg.get("sliding_window") is not None:
-            window = cfg["sliding_window"]
-        elif mt in ("qwen2", "qwen3") and (config_bool(cfg, "use_sliding_window", source, False)
-                                or _has_sliding_layers(cfg.get("layer_types"))):
-            window = cfg.get("sliding_window", 4096)
-        if window is not None:
-            window = _int({"sliding_window": window}, "sliding_window", source)
-            context = min(context, window)
+        n_layer = _int(cfg, "num_hidden_layers", source)
+        window, layer_types = _layer_types(cfg, mt, n_layer, source)
         attention_bias = config_bool(cfg, "attention_bias", source, False)
         return cls(
             model_type=mt,
             vocab_size=_int(cfg, "vocab_size", source),
-            n_layer=_int(cfg, "num_hidden_layers", source),
+            n_layer=n_layer,
             n_head=H,
             n_kv_head=KVH,
             n_embd=C,
@@ -387,6 +420,7 @@ class LlamaConfig:
             mlp_bias=mt == "llama" and config_bool(cfg, "mlp_bias", source, False),
             tie_word_embeddings=config_bool(cfg, "tie_word_embeddings", source, False),
             sliding_window=window,
+            layer_types=layer_types,
             qk_norm=mt == "qwen3",
             fused_weights=mt == "phi3",
         )
@@ -463,7 +497,7 @@ class _Block:
     (fused into one weight, or kept separate for float32: see ``kernels.fuses_layers``; weights stored
     fused, as Phi-3's, stay fused), and Qwen3's per-head query/key norms."""
 
-    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down", "q_norm", "k_norm", "qk_norm")
+    __slots__ = ("ln1", "ln2", "qkv", "o", "gate_up", "down", "q_norm", "k_norm", "qk_norm", "sliding")
 
     def __init__(self, take: Callable[[str], Any], linear: Callable[..., LinearLike], p: str,
                  quantize: str | None, config: "LlamaConfig", dtype: torch.dtype) -> None:
@@ -493,6 +527,7 @@ class _Block:
             # Both as one weight per rotated head, for the fused layout: (H + KVH, D)
             self.qk_norm = torch.cat((self.q_norm.expand(H, D), self.k_norm.expand(KVH, D)))
         self.down = fused("mlp.down_proj")  # (C, I)
+        self.sliding = False  # attends through the sliding window (set by the model from layer_types)
 
 
 class Llama:
@@ -549,6 +584,8 @@ class Llama:
             self._embed = take("model.embed_tokens.weight")  # (V, C)
         self.blocks = [_Block(take, linear, f"model.layers.{i}.", quantize, config, dtype)
                        for i in range(config.n_layer)]
+        for blk, kind in zip(self.blocks, config.layer_types):
+            blk.sliding = kind == "sliding_attention"
         self.act = _ACTIVATIONS[config.hidden_act]
         self.rotary = _Rotary(config.rope, config.head_dim, config.max_position_embeddings, self.norm.device)
         self.scale = 1.0 / math.sqrt(config.head_dim)
@@ -628,13 +665,25 @@ class Llama:
         if T > 1 and start > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril_(start)  # (T, end)
         causal = T > 1 and start == 0
+        # Sliding layers, once the window is passed: one new token reads the last W cached positions;
+        # several use a banded mask (query i sees keys i-W < j <= i).
+        W = cfg.sliding_window
+        slides = W is not None and end > W
+        band = _band_mask(start, end, W, ids.device) if slides and T > 1 else None  # (T, end)
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, T, D)
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (B, KVH, end, D)
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=self.gqa
-            )  # (B, H, T, D)
+            if slides and blk.sliding:
+                if T == 1:
+                    k, v = k[:, :, end - W :], v[:, :, end - W :]  # (B, KVH, W, D)
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=band, scale=self.scale, enable_gqa=self.gqa
+                )  # (B, H, T, D)
+            else:
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=self.gqa
+                )  # (B, H, T, D)
             x = x + blk.o(o.transpose(1, 2).reshape(B, T, H * D))
             h = _rms_norm(x, blk.ln2, eps)
             if type(blk.gate_up) is Concat:
@@ -665,8 +714,11 @@ class Llama:
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, 1, D)
             rows = []
+            window = cfg.sliding_window if blk.sliding else None
             for b, (start, cache) in enumerate(zip(positions, caches)):
                 kb, vb = cache.update(i, start, k[b : b + 1], v[b : b + 1])  # (1, KVH, start+1, D)
+                if window is not None and start + 1 > window:  # the last W positions only
+                    kb, vb = kb[:, :, start + 1 - window :], vb[:, :, start + 1 - window :]  # (1, KVH, W, D)
                 rows.append(F.scaled_dot_product_attention(
                     q[b : b + 1], kb, vb, scale=self.scale, enable_gqa=self.gqa))  # (1, H, 1, D)
             o = torch.cat(rows)  # (B, H, 1, D)

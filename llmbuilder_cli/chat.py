@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol, TextIO
 
 from .config import FIELD_HELP, GenerationConfig, field_key, parse_field_value
-from .constraint import COMMAND_WORDS, from_command
+from .constraint import COMMAND_WORDS, Constraint, from_command
 from .errors import EXIT_OK, ConfigError, LLMBuilderError, UsageError
 from .files import read_bounded, user_path
 from .paths import write_text_atomic
@@ -151,7 +151,8 @@ def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig
 
     Every exchange is saved, those dropped from the context to make room included: they come first and
     carry ``"dropped": true`` (in Markdown, a note), so loading the file restores the same context. The
-    mode is recorded (``"mode"``; in complete mode also ``"context"``), so loading it restores the mode."""
+    mode is recorded (``"mode"``; in complete mode also ``"context"``), so loading it restores the mode;
+    so is a ``/format`` constraint (``"constraint"``, as ``--json`` records it)."""
     turns = [{"user": t.user, "reply": t.reply, "dropped": True} for t in conv.dropped]
     turns += [{"user": t.user, "reply": t.reply} for t in conv.turns]
     complete = mode == "complete"
@@ -167,12 +168,16 @@ def save_transcript(path: Path, conv: ConversationLike, config: GenerationConfig
             else:
                 parts += ["## You", "", t["user"], "", "## Model", "", t["reply"], ""]
         parts += ["## Settings", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
+        if config.constraint is not None:
+            parts += [f"Replies must be {config.constraint.describe()}.", ""]
         text = "\n".join(parts)
     else:
         data: dict[str, Any] = {"format": TRANSCRIPT_FORMAT, "mode": mode}
         if complete:
             data["context"] = keep_context
         data.update(system=conv.system, settings=config.to_dict(), turns=turns)
+        if config.constraint is not None:
+            data["constraint"] = config.constraint.to_dict()
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
         write_text_atomic(path, text)
@@ -209,6 +214,8 @@ def load_transcript(path: Path) -> Transcript:
     if isinstance(settings.get("stop"), list):
         settings = {**settings, "stop": tuple(settings["stop"])}
     config = GenerationConfig(**settings)  # validated; a ConfigError names the field
+    if data.get("constraint") is not None:
+        config = config.replace(constraint=Constraint.from_dict(data["constraint"]))  # compiled again
     system = data.get("system") or ""
     if not isinstance(system, str):
         raise UsageError(f"{path}: 'system' must be text", hint="re-save the chat")

@@ -150,6 +150,21 @@ class Constraint:
             d["file"] = self.source
         return d
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "Constraint":
+        """The constraint `to_dict` described (a saved chat's ``/format``); the text is compiled again, so
+        a changed or damaged record fails here with the constraint's own one-line error."""
+        keys = {"json_schema": "schema", "json": None, "regex": "pattern", "choice": "choices", "grammar": "grammar"}
+        if not isinstance(d, dict) or d.get("type") not in keys:
+            raise ConfigError("the saved output constraint is not one this version knows",
+                              hint=f"its \"type\" must be one of {', '.join(KINDS)}", field="constraint")
+        source = d.get("file")
+        if source is not None and not isinstance(source, str):
+            raise ConfigError("the saved output constraint's \"file\" must be text", hint="re-save the chat",
+                              field="constraint")
+        key = keys[d["type"]]
+        return cls(d["type"], None if key is None else d.get(key), source=source)
+
     def describe(self) -> str:
         """A short human description (the chat's ``/format`` status)."""
         if self.kind == "json_schema":

@@ -330,3 +330,33 @@ def test_python_api_takes_a_constraint_keyword(tiny):
     chunks = list(stream_text(tiny, prompt="the", constraint=Constraint("regex", r" [a-z]{2,4}"), seed=1))
     assert re.fullmatch(r" [a-z]{2,4}", "".join(c.text for c in chunks))
     assert chunks[-1].finish_reason is FinishReason.EOS
+
+
+def test_chat_save_keeps_the_format_and_load_restores_it(tiny_loaded, tmp_path):
+    """/save records the /format constraint (as --json records it); /load compiles it again, so the next
+    reply is constrained as before saving; a damaged record is a one-line error and changes nothing."""
+    import io
+
+    from llmbuilder_cli.chat import run_chat
+    from llmbuilder_cli.engine.conversation import Conversation
+
+    def chat(conv, text):
+        out, err = io.StringIO(), io.StringIO()
+        cfg = GenerationConfig(temperature=1.5, seed=4, max_new_tokens=12)
+        code = run_chat(conv, cfg, input_stream=io.StringIO(text), output_stream=out, error_stream=err)
+        return code, out.getvalue(), err.getvalue()
+
+    f, md = tmp_path / "chat.json", tmp_path / "chat.md"
+    code, out, _ = chat(Conversation(tiny_loaded), f"/format choice cat|dog fox\nonce upon a time\n/save {f}\n/save {md}\n")
+    assert code == 0 and out.splitlines() == [out.splitlines()[0]] and out.strip() in ("cat", "dog fox")
+    saved = json.loads(f.read_text())
+    assert saved["constraint"] == {"type": "choice", "choices": ["cat", "dog fox"]}
+    assert 'Replies must be one of "cat", "dog fox".' in md.read_text()
+    fresh = Conversation(tiny_loaded)
+    code, out, err = chat(fresh, f"/load {f}\n/format\nthe owl\n")
+    assert code == 0 and 'replies must be one of "cat", "dog fox" (/format off to free them)' in err
+    assert out.strip() in ("cat", "dog fox")
+    saved["constraint"] = {"type": "regex", "pattern": "a("}
+    f.write_text(json.dumps(saved))
+    code, _, err = chat(Conversation(tiny_loaded), f"/load {f}\n/format\n")
+    assert "Error: the regex cannot be used: " in err and "replies are free text" in err

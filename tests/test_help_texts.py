@@ -55,3 +55,7 @@ def test_usage_lines_name_the_command_that_was_typed(monkeypatch, capsys, argv0,
     assert f"Usage: {name} generate [OPTIONS] COMMAND" in capsys.readouterr().out
     assert main(["generate", "text", "--top-k", "x"]) == 2
     assert f"see '{name} generate text --help'" in capsys.readouterr().err
+    # Commands quoted in an error's hint are named the same way, so the fix can be copied as it stands.
+    assert main(["config", "remove", "no-such-profile"]) == 2
+    err = capsys.readouterr().err
+    assert f"see '{name} config profiles'" in err and "llmbuilder's" not in err, err

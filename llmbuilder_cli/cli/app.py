@@ -155,8 +155,15 @@ def reader_went_away() -> int:
     return 0
 
 
+def as_typed(text: str) -> str:
+    """``text`` with the commands it quotes (``'llmbuilder config set …'``) named as the user started the
+    program, so a hint can be copied whichever script ran (the messages are written with `PROG_NAME`)."""
+    name = invoked_as()
+    return text if name == PROG_NAME else text.replace(f"'{PROG_NAME} ", f"'{name} ")
+
+
 def _error(message: str) -> None:
-    text = f"Error: {message}\n"
+    text = f"Error: {as_typed(message)}\n"
     try:
         try:
             sys.stderr.write(text)

@@ -88,8 +88,10 @@ def profiles_command() -> None:
     settings = st.Settings.read()
     name, _ = st.active_profile(settings, None, {})
     if not settings.profiles:
-        sys.stderr.write(f"no profiles yet in {settings.path}; create one with 'llmbuilder setup' or "
-                         "'llmbuilder config set KEY VALUE'\n")
+        from .app import as_typed
+
+        sys.stderr.write(as_typed(f"no profiles yet in {settings.path}; create one with 'llmbuilder setup' or "
+                                  "'llmbuilder config set KEY VALUE'\n"))
         return
     for prof, values in settings.profiles.items():
         mark = "*" if prof == name else " "

@@ -1,5 +1,6 @@
 """Greedy decoding on both sides of a parity test: transformers' own ``generate`` and our engine's model
-driven step by step through its key/value cache (the prompt optionally fed in two chunks)."""
+driven step by step through its key/value cache (the prompt optionally fed in two chunks); and, for the
+real-model tests, transformers' reading of a GGUF file as the reference (`gguf_reference`)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,35 @@ def assert_same_logits(ours, ref, ids: list[int], split: int) -> None:
         chunked = ours.forward(prompt[:, split:], split, cache)[0]
     torch.testing.assert_close(full, expected, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(chunked, expected, atol=2e-4, rtol=1e-4)
+
+
+def gguf_reference(gguf, prompts: list[str], new_tokens: int, folder) -> dict:
+    """transformers' view of a real GGUF file: its tokenizer ids and ``new_tokens`` greedy ids per prompt
+    (float32, EOS held off), and the same weights saved as a Hugging Face directory in ``folder``.
+    Returns ``{"gguf", "dir", "expected": [(ids, greedy ids)], "tokenizer", "eos"}``; skips the test when
+    transformers cannot read GGUF here."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.eval()
+    expected = []
+    for prompt in prompts:
+        ids = tok(prompt)["input_ids"]
+        expected.append((ids, reference_greedy(model, ids, new_tokens)))
+    # A GGUF-loaded model refuses save_pretrained (it remembers its quantization): copy the dequantized
+    # weights into a plain model of the same config and save that, with the tokenizer.
+    config = model.config
+    del config.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    plain.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    eos = model.generation_config.eos_token_id
+    return {"gguf": gguf, "dir": folder, "expected": expected, "tokenizer": tok,
+            "eos": tuple(eos if isinstance(eos, list) else [eos])}

@@ -22,6 +22,7 @@ from conftest import cli_env
 from llmbuilder_cli import GenerationConfig
 from llmbuilder_cli.engine.generate import TextStream
 from llmbuilder_cli.engine.loading import load
+from parity import gguf_reference
 from real_models import gemma3_gguf
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
@@ -47,32 +48,7 @@ GREEDY = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_to
 @pytest.fixture(scope="session")
 def gemma3_reference(tmp_path_factory):
     """transformers' tokenizer ids and greedy ids per prompt, and an HF directory transformers saved."""
-    gguf = gemma3_gguf()
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.eval()
-    expected = []
-    with torch.no_grad():
-        for prompt in PROMPTS:
-            ids = tok(prompt)["input_ids"]
-            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
-            expected.append((ids, out[0, len(ids):].tolist()))
-    config = model.config  # a GGUF-loaded model refuses save_pretrained: save a plain copy
-    del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    folder = tmp_path_factory.mktemp("gemma3-hf")
-    plain.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    eos = model.generation_config.eos_token_id
-    return {"gguf": gguf, "dir": folder, "expected": expected, "tokenizer": tok,
-            "eos": tuple(eos if isinstance(eos, list) else [eos])}
+    return gguf_reference(gemma3_gguf(), PROMPTS, NEW_TOKENS, tmp_path_factory.mktemp("gemma3-hf"))
 
 
 @pytest.mark.parametrize("source", ["gguf", "hf-dir"])

@@ -14,6 +14,7 @@ import torch
 from llmbuilder_cli import GenerationConfig
 from llmbuilder_cli.engine.generate import TextStream
 from llmbuilder_cli.engine.loading import load
+from parity import gguf_reference
 from real_models import smollm2_gguf
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
@@ -31,34 +32,7 @@ GREEDY = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, min_new_to
 @pytest.fixture(scope="session")
 def smollm2_reference(tmp_path_factory):
     """transformers' tokenizer ids and greedy ids per prompt, and an HF directory transformers saved."""
-    gguf = smollm2_gguf()
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.eval()
-    expected = []
-    with torch.no_grad():
-        for prompt in PROMPTS:
-            ids = tok(prompt)["input_ids"]
-            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
-            expected.append((ids, out[0, len(ids):].tolist()))
-    # A GGUF-loaded model refuses save_pretrained (it remembers its quantization): copy the dequantized
-    # weights into a plain model of the same config and save that, with the tokenizer.
-    config = model.config
-    del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict())
-    plain.generation_config = model.generation_config
-    folder = tmp_path_factory.mktemp("smollm2-hf")
-    plain.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    eos = model.generation_config.eos_token_id
-    return {"gguf": gguf, "dir": folder, "expected": expected, "tokenizer": tok,
-            "eos": tuple(eos if isinstance(eos, list) else [eos])}
+    return gguf_reference(smollm2_gguf(), PROMPTS, NEW_TOKENS, tmp_path_factory.mktemp("smollm2-hf"))
 
 
 @pytest.mark.parametrize("source", ["hf-dir", "gguf"])

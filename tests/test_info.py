@@ -137,7 +137,7 @@ def test_a_gguf_of_an_architecture_we_do_not_run_is_described_with_the_reason(tm
         "phi3, gpt2, gemma3\n"
     )
     d = json.loads(run("info", str(path), "--json").stdout)
-    assert d["runs"] is False and d["quantize"] is None and d["run_dtype"] is None
+    assert d["runs"] is False and d["quantize"] is None and d["run_dtype"] is None and d["refused_by"] == "model"
     assert d["why"] == ("falcon.gguf is a 'falcon' model — supported GGUF architectures: llama, qwen2, qwen3, phi3, "
                         "gpt2, gemma3")
     assert (d["architecture"], d["layers"], d["heads"], d["embedding_dim"], d["vocab_size"]) == ("falcon", 1, 4, 32,
@@ -159,14 +159,15 @@ def test_a_tensor_type_we_cannot_dequantize_is_named_in_the_verdict(tmp_path):
     lines = p.stdout.splitlines()
     assert "Tensors       F32: 10 tensors, 61.2 KiB; Q8_1: 1 tensor, 2.5 KiB" in lines
     assert lines[-1] == ("Runs here     no — q81.gguf: tensor blk.0.ffn_up.weight has type Q8_1 — supported tensor "
-                         "types: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16")
+                         "types: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, "
+                         "IQ4_XS, BF16")
     assert not any(line.startswith("Weights") for line in lines)  # nothing runs: the Tensors line says what is stored
 
 
 def test_a_supported_tiny_gguf_runs_here(tmp_path):
     path = tiny_llama_gguf(tmp_path / "ok.gguf")
     d = model_info(path)
-    assert (d["runs"], d["why"], d["quantize"], d["run_dtype"]) == (True, None, None, "float32")
+    assert (d["runs"], d["why"], d["quantize"], d["run_dtype"], d["refused_by"]) == (True, None, None, "float32", None)
     assert d["tensor_types"] == [{"type": "F32", "tensors": 11, "bytes": 17728 * 4}]
     lines = format_info(d).splitlines()
     assert "Weights       F32 (11 tensors) in the file, run in float32" in lines
@@ -234,7 +235,7 @@ def test_weights_larger_than_the_memory_available(tmp_path, monkeypatch):
     assert format_info(d).splitlines()[-1] == f"Runs here     yes, with --quantize int8 ({shortfall})"
     monkeypatch.setattr(limits, "available_memory", lambda: 5_000)  # int4 needs 8.9 KB
     d = model_info(path)
-    assert (d["runs"], d["quantize"]) == (False, None)
+    assert (d["runs"], d["quantize"], d["refused_by"]) == (False, None, "memory")
     assert d["why"] == ("ok.gguf (17,728 parameters as float32) needs 70.9 KB of memory but only 5.0 KB is "
                         "available — free memory, use a smaller model or quantization (--quantize int8/int4, "
                         "--dtype bfloat16)")
@@ -247,5 +248,6 @@ def test_a_missing_or_mismatched_tokenizer_is_the_reason(tmp_path):
         f"Runs here     no — no tokenizer given and none found beside {f} — pass --tokenizer DIR (the directory "
         "with llmbuilder's tokenizer.model)")
     d = model_info(f, TOKENIZER_DIR)
-    assert (d["runs"], d["why"]) == (False, "the tokenizer has 512 tokens but the model's embedding has only 97 "
-                                            "rows — use the tokenizer the model was trained with")
+    assert (d["runs"], d["refused_by"]) == (False, "tokenizer")
+    assert d["why"] == ("the tokenizer has 512 tokens but the model's embedding has only 97 rows — use the tokenizer "
+                        "the model was trained with")

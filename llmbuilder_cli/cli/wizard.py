@@ -268,12 +268,17 @@ def run_wizard(
     seen: dict[tuple[str, str | None], dict[str, Any]] = {}
 
     def read_model(model: str, tokenizer: str | None) -> str | None:
+        """The problem with this model (and tokenizer), or None. Without a tokenizer given, a refusal that
+        another tokenizer may fix is left to the tokenizer question."""
         key = (model.strip(), tokenizer)
         if key not in seen:
             try:
                 seen[key] = describe(model.strip(), tokenizer)
             except LLMBuilderError as exc:
                 return exc.one_line()
+        info = seen[key]
+        if info.get("runs") is False and (tokenizer is not None or info.get("refused_by") != "tokenizer"):
+            return info.get("why")
         return None
 
     ask.say(f"The model: {MODEL_FORMATS}. 'demo' is the built-in demo model.", style="dim")

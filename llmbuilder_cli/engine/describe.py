@@ -311,15 +311,22 @@ def _verdict(prepared: Prepared, dtype: Any) -> dict[str, Any]:
             except OutOfMemoryError:
                 continue
             return {"runs": True, "why": refusal.message, "quantize": quantize}
-    return {"runs": False, "why": refusal.one_line(), "quantize": None}
+    return {"runs": False, "why": refusal.one_line(), "quantize": None, "refused_by": "memory"}
+
+
+def _refused_by(exc: Exception) -> str:
+    """What a refusal is about: ``tokenizer`` (another tokenizer may fix it), ``memory``, or ``model``."""
+    if isinstance(exc, TokenizerError):
+        return "tokenizer"
+    return "memory" if isinstance(exc, OutOfMemoryError) else "model"
 
 
 def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *,
              num_heads: int | None = None) -> dict[str, Any]:
     """A JSON-ready description of the model at ``model_path`` and its tokenizer, with the verdict:
     ``runs`` (whether `load` would take it here, in the default dtype), ``why`` (the loader's refusal when
-    it would not; the memory shortfall when it runs only quantized) and ``quantize`` (the quantization it
-    needs, or None)."""
+    it would not; the memory shortfall when it runs only quantized), ``quantize`` (the quantization it
+    needs, or None) and ``refused_by`` (``model``, ``tokenizer`` or ``memory``; None when it runs)."""
     path = resolve_model_file(model_path)
     fmt = model_format(path)
     dtype = resolve_dtype("auto", resolve_device("auto"))
@@ -342,7 +349,7 @@ def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *
                     "huggingface": lambda: _hf_overview(path, tokenizer_path),
                     "llmbuilder": lambda: _llmbuilder_overview(path, tokenizer_path, num_heads)}[fmt]
         out = {"attention": None, "generation_defaults": {}, **overview(),
-               "runs": False, "why": refusal.one_line(), "quantize": None}
+               "runs": False, "why": refusal.one_line(), "quantize": None, "refused_by": _refused_by(refusal)}
     files = out.pop("files")
     return {
         "path": str(path.resolve()),
@@ -371,6 +378,7 @@ def describe(model_path: str | Path, tokenizer_path: str | Path | None = None, *
         "runs": out["runs"],
         "why": out["why"],
         "quantize": out["quantize"],
+        "refused_by": out.get("refused_by"),
     }
 
 

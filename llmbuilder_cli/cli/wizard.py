@@ -256,7 +256,8 @@ def run_wizard(
     """Ask everything a generation needs, starting from ``start`` (the effective settings).
 
     ``describe(model, tokenizer)`` reads a model (as ``llmbuilder info`` does) and raises a domain error
-    when it cannot be used; its answer is shown so the person sees what they picked. Keys of ``start``
+    when it cannot be read; a model it describes but says does not run (``runs``) is refused with ``why``;
+    its answer is shown so the person sees what they picked. Keys of ``start``
     the wizard does not ask about are kept in the result unchanged.
     """
     values: dict[str, Any] = {k: v for k, v in start.items() if v is not None}

@@ -143,7 +143,9 @@ def model_info(
 ) -> dict[str, Any]:
     """Describe a model file without running it (what ``llmbuilder info`` shows), as a JSON-ready dict:
     architecture, parameters, layers, heads, context length, vocabulary, format, stored dtype, file size,
-    sha256 and the tokenizer. None (or ``"demo"``) describes the built-in demo model, with its training
+    sha256 and the tokenizer, and whether it runs here: ``runs``, ``why`` (the loader's refusal),
+    ``quantize`` (the quantization it needs to fit in memory, else None) and ``refused_by`` (``model``,
+    ``tokenizer`` or ``memory``). None (or ``"demo"``) describes the built-in demo model, with its training
     results under ``"demo"``; ``"name"`` is ``"demo"`` for it, the model name for ``ORG/NAME`` from the
     Hugging Face cache, else None."""
     from . import demo

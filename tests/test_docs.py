@@ -93,3 +93,31 @@ def test_check_mode_runs_without_torch():
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["rc"] == 0, p.stderr
     assert not {m.split(".")[0] for m in got["mods"]} & {"torch", "tokenizers", "sentencepiece"}
+
+
+def _real_models_section() -> str:
+    return README.split("### Real models, by name", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_gguf_tensor_types_table_lists_exactly_what_the_reader_reads():
+    from llmbuilder_cli.engine.formats.gguf.header import SUPPORTED_TYPES
+    from llmbuilder_cli.engine.formats.gguf.quants import _KERNELS
+
+    section = _real_models_section()
+    table = section.split("**GGUF tensor types it reads**", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    listed = {name.strip(): how.strip() for names, how in rows for name in names.split(",")}
+    assert sorted(listed) == sorted(SUPPORTED_TYPES)
+    assert {n for n, how in listed.items() if how == "torch kernels of this package"} == set(_KERNELS)
+
+
+def test_the_architectures_table_names_every_architecture_the_loaders_take():
+    from llmbuilder_cli.engine.formats.gguf.file import SUPPORTED_ARCHITECTURES
+    from llmbuilder_cli.engine.formats.hf_dir import SUPPORTED
+
+    section = _real_models_section()
+    table = section.split("**Architectures it runs**", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:6] for line in table.splitlines()[2:]]
+    hf = {cell.strip().strip("`") for row in rows for cell in [row[2]] if cell.strip() != "—"}
+    gguf = {cell.strip().split()[0].strip("`") for row in rows for cell in [row[3]] if cell.strip() != "—"}
+    assert hf == set(SUPPORTED) and gguf == set(SUPPORTED_ARCHITECTURES)

@@ -86,6 +86,11 @@ def _template(source: str) -> Callable[[Path], Path]:
     return _hf(tokenizer_config={"bos_token": "<s>", "eos_token": "</s>", "chat_template": source})
 
 
+def _too_costly(d: Path) -> Path:
+    """A vocabulary whose merge search passes the bound (thousands of long tokens)."""
+    return _long_token(d, ["a" * k for k in range(1, 3000)])
+
+
 def _long_token(d: Path, extra: list[str] | None = None) -> Path:
     """A SentencePiece-style ('llama') vocabulary with one 600,000-character token (or ``extra`` tokens)."""
     from llmbuilder_cli.engine.formats.gguf.tokenizer import _byte_alphabet
@@ -170,7 +175,6 @@ class Case:
 
 
 GEN_CHAT = ("generate", "text", "--device", "cpu", "--max-tokens", "2", "--chat", "-p", "w3 w4")
-INFO = ("info",)
 
 CASES = [
     # 2. declared sizes far beyond the file, or beyond memory
@@ -199,8 +203,7 @@ CASES = [
         "chat template", GEN_CHAT),
     Case("template-endless-range", _template("{% for i in range(10**12) %}x{% endfor %}"), 1,
          "chat template", GEN_CHAT),
-    Case("gguf-vocabulary-too-costly", lambda d: _long_token(d, ["a" * k for k in range(1, 3000)]), 3,
-         "too costly to rebuild", INFO),
+    Case("gguf-vocabulary-too-costly", _too_costly, 3, "too costly to rebuild"),
     # 8. damaged files that used to be "this is a bug"
     Case("legacy-checkpoint-truncated", _legacy_truncated, 3, "truncated", tokenizer=True),
     Case("rope-parameter-not-a-number", _hf({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
@@ -245,6 +248,14 @@ def test_the_readme_lists_the_hostile_file_bounds():
     section = text.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
     for phrase in ("declares", "zip", "CRC", "chat template", "1,000,000", "panic", "NaN"):
         assert phrase in section, phrase
+
+
+def test_info_describes_a_gguf_whose_vocabulary_is_too_costly_and_says_why_it_does_not_run(tmp_path):
+    p = run_capped("info", str(_too_costly(tmp_path)))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    verdict = p.stdout.splitlines()[-1]
+    assert verdict.startswith("Runs here     no — ") and "too costly to rebuild" in verdict, verdict
 
 
 def test_a_600k_character_token_is_described_in_bounded_time(tmp_path):

@@ -2,7 +2,8 @@
 random models: from a Hugging Face directory, and from a GGUF file written the way llama.cpp's converter writes
 one (Qwen3's q/k norms as attn_q_norm/attn_k_norm; Phi-3's fused attn_qkv and ffn_up = gate|up). Float32
 logits of a full forward and of a prompt run in two chunks with a cache, greedy ids with and without the
-cache, and a batched decoding step; `info` describes both; Phi-3's longrope scaling is refused in one line."""
+cache, and a batched decoding step; `info` describes both; Phi-3's longrope scaling is refused in one line
+(and is `info`'s verdict)."""
 
 from __future__ import annotations
 
@@ -253,10 +254,15 @@ def test_phi3_longrope_is_refused_in_one_line(tmp_path):
     with pytest.raises(ModelLoadError) as e:
         hf_dir.inspect_hf_dir(tmp_path)
     assert "RoPE scaling type 'longrope' is not supported" in e.value.message
-    r = subprocess.run(cli_cmd("info", str(tmp_path)), capture_output=True, text=True, env=cli_env(), timeout=120)
+    r = subprocess.run(cli_cmd("generate", "text", "-m", str(tmp_path), "-p", "hi"), capture_output=True, text=True,
+                       env=cli_env(), timeout=120)
     assert r.returncode == 3 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "'longrope'" in lines[0], r.stderr
+    # info describes the directory all the same, and gives the same refusal as its verdict
+    r = subprocess.run(cli_cmd("info", str(tmp_path)), capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.splitlines()[-1] == f"Runs here     no — {lines[0].removeprefix('Error: ')}"
 
 
 def test_phi3_gguf_with_longrope_factors_is_refused(tmp_path):

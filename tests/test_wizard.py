@@ -276,3 +276,20 @@ def test_saving_over_another_profile_replaces_it_and_editing_keeps_unasked_keys(
         assert st.Settings.read(path).profiles["b"]["max_new_tokens"] == 5
     finally:
         os.environ["LLMBUILDER_HOME"] = home
+
+
+def test_a_model_that_does_not_run_here_is_refused_with_the_reason(tmp_path):
+    import numpy as np
+
+    from test_gguf import VOCAB, write_gguf
+
+    falcon = write_gguf(tmp_path / "f.gguf", "falcon", {"token_embd.weight": np.zeros((VOCAB, 32), np.float32)},
+                        {"falcon.block_count": 1})
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Once\n", encoding="utf-8")
+    ask, r = wizard([str(falcon), "demo", "batch", str(prompts), "greedy", "5", None, None, "", "cancel"])
+    # info describes such a file (with its verdict); the wizard takes only a model that runs
+    assert [(a, p) for _, a, p in ask.refused] == [
+        (str(falcon), "f.gguf is a 'falcon' model — supported GGUF architectures: llama, qwen2, qwen3, phi3, gpt2, "
+                      "gemma3")]
+    assert r.values["model"] == "demo"

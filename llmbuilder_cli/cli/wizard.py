@@ -256,7 +256,8 @@ def run_wizard(
     """Ask everything a generation needs, starting from ``start`` (the effective settings).
 
     ``describe(model, tokenizer)`` reads a model (as ``llmbuilder info`` does) and raises a domain error
-    when it cannot be used; its answer is shown so the person sees what they picked. Keys of ``start``
+    when it cannot be read; a model it describes but says does not run (``runs``) is refused with ``why``;
+    its answer is shown so the person sees what they picked. Keys of ``start``
     the wizard does not ask about are kept in the result unchanged.
     """
     values: dict[str, Any] = {k: v for k, v in start.items() if v is not None}
@@ -268,12 +269,17 @@ def run_wizard(
     seen: dict[tuple[str, str | None], dict[str, Any]] = {}
 
     def read_model(model: str, tokenizer: str | None) -> str | None:
+        """The problem with this model (and tokenizer), or None. Without a tokenizer given, a refusal that
+        another tokenizer may fix is left to the tokenizer question."""
         key = (model.strip(), tokenizer)
         if key not in seen:
             try:
                 seen[key] = describe(model.strip(), tokenizer)
             except LLMBuilderError as exc:
                 return exc.one_line()
+        info = seen[key]
+        if info.get("runs") is False and (tokenizer is not None or info.get("refused_by") != "tokenizer"):
+            return info.get("why")
         return None
 
     ask.say(f"The model: {MODEL_FORMATS}. 'demo' is the built-in demo model.", style="dim")

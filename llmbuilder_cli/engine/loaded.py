@@ -17,7 +17,17 @@ from .tokenizers.tokenizer import Tokenizer
 if TYPE_CHECKING:
     from .formats import hf_dir
 
-__all__ = ["ModelInfo", "LoadedModel"]
+__all__ = ["ModelInfo", "LoadedModel", "sha256_of"]
+
+
+def sha256_of(files: tuple[Path, ...] | list[Path]) -> str:
+    """sha256 of the files' bytes concatenated in the order given (a model's weights: one file, or its shards)."""
+    h = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -69,12 +79,7 @@ class ModelInfo:
         a Hugging Face directory of its safetensors file, or of its shards' bytes concatenated in file-name
         order (config and tokenizer files are not included)."""
         if self._sha256 is None:
-            h = hashlib.sha256()
-            for file in self.files or (self.path,):
-                with open(file, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-            self._sha256 = h.hexdigest()
+            self._sha256 = sha256_of(self.files or (self.path,))
         return self._sha256
 
 

@@ -18,8 +18,9 @@ importable from this module.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -63,6 +64,9 @@ __all__ = [
     "choose_threads",
     "max_threads",
     "head_is_tied",
+    "Prepared",
+    "prepare",
+    "quantizable",
     "load",
 ]
 
@@ -85,11 +89,16 @@ def _check_vocab(tokenizer: Tokenizer, config: Any) -> None:
 
 
 
+def quantizable(config: Any) -> bool:
+    """Whether weight-only int8/int4 quantization (``engine/kernels/``) is available for this architecture."""
+    supported = hf_dir.SUPPORTED.get(getattr(config, "model_type", None))
+    return supported is not None and supported[1] in (Llama, Gemma3)
+
+
 def _build_hf_model(config: Any, state: Mapping[str, torch.Tensor], quantize: str | None) -> Any:
     """The inference model for a validated config; a dict state is consumed (emptied as it is used)."""
-    model_class = hf_dir.SUPPORTED[config.model_type][1]
-    if model_class in (Llama, Gemma3):
-        return model_class(config, state, quantize=quantize, consume=True)
+    if quantizable(config):
+        return hf_dir.SUPPORTED[config.model_type][1](config, state, quantize=quantize, consume=True)
     _no_quantization(quantize, config.model_type)
     return hf_dir.build_model(config, state)
 
@@ -101,24 +110,6 @@ def _no_quantization(quantize: str | None, architecture: str) -> None:
                               "leave the quantization off")
 
 
-def _load_llmbuilder(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-                     num_heads: int | None, threads: Any,
-                     quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
-    _no_quantization(quantize, LLMBuilderGPT.architecture)
-    tokenizer_path = tokenizer_path_for(file, tokenizer_path)
-    config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
-    if threads is not None:
-        torch.set_num_threads(choose_threads(threads, config.num_parameters))
-    tokenizer = load_tokenizer(tokenizer_path, add_bos=False)  # llmbuilder never starts with BOS
-    _check_vocab(tokenizer, config)
-    tied = head_is_tied(state)
-    state = {k: v.to(device=dev, dtype=dtype) for k, v in state.items() if not (tied and k == "lm_head.weight")}
-    if tied:
-        state["lm_head.weight"] = state["token_embedding.weight"]
-    model = LLMBuilderGPT(config, state)
-    return model, tokenizer, ModelInfo.for_file(file, config, fmt, stored_dtype), {}
-
-
 def _check_fits(config: Any, dtype: torch.dtype, quantize: str | None, source: Path) -> None:
     """Refuse a model whose weights, in the dtype (or quantization) they will run in, exceed the memory
     available, before any of them is read."""
@@ -126,6 +117,57 @@ def _check_fits(config: Any, dtype: torch.dtype, quantize: str | None, source: P
     needed = int(config.num_parameters * per_parameter)
     check_memory(needed, f"{source.name} ({config.num_parameters:,} parameters as "
                          f"{quantize or str(dtype).replace('torch.', '')})")
+
+
+@dataclass
+class Prepared:
+    """A model read and checked as far as it can be before its weights are: the file's header or config,
+    its tensor names, shapes and types, the tokenizer and that the two agree (`prepare`). `check` adds what
+    depends on how it will run (quantization, memory); `build` then reads the weights. `load` runs the
+    three in turn; ``llmbuilder info`` (``describe.py``) runs the first two to say whether a model runs here.
+    """
+
+    path: Path
+    config: Any
+    tokenizer: Tokenizer
+    info: ModelInfo
+    tied: bool  # the output head is the embedding
+    generation_defaults: dict[str, Any]
+    #: (device, dtype, quantize) -> the inference model, its weights read
+    builder: Callable[[torch.device, torch.dtype, str | None], Any] = field(repr=False)
+    #: whether loading checks that the weights fit in memory before reading them (llmbuilder checkpoints
+    #: are read whole by `prepare` already)
+    checks_memory: bool = True
+
+    def check(self, dtype: torch.dtype, quantize: str | None) -> None:
+        """Refuse what loading refuses for this dtype and quantization: a quantization the architecture does
+        not have, weights that do not fit in the memory available (`limits.check_memory`)."""
+        if quantize is not None and not quantizable(self.config):
+            _no_quantization(quantize, self.info.architecture)
+        if self.checks_memory:
+            _check_fits(self.config, dtype, quantize, self.path)
+
+    def build(self, device: torch.device, dtype: torch.dtype, quantize: str | None) -> Any:
+        return self.builder(device, dtype, quantize)
+
+
+def _prepare_llmbuilder(file: Path, tokenizer_path: Any, dtype: torch.dtype, num_heads: int | None) -> Prepared:
+    tokenizer_path = tokenizer_path_for(file, tokenizer_path)
+    config, state, fmt, stored_dtype = read_checkpoint(file, num_heads=num_heads)
+    tokenizer = load_tokenizer(tokenizer_path, add_bos=False)  # llmbuilder never starts with BOS
+    _check_vocab(tokenizer, config)
+    tied = head_is_tied(state)
+
+    def build(dev: torch.device, dt: torch.dtype, quantize: str | None) -> Any:
+        nonlocal state
+        weights = {k: v.to(device=dev, dtype=dt) for k, v in state.items() if not (tied and k == "lm_head.weight")}
+        state = {}
+        if tied:
+            weights["lm_head.weight"] = weights["token_embedding.weight"]
+        return LLMBuilderGPT(config, weights)
+
+    return Prepared(file, config, tokenizer, ModelInfo.for_file(file, config, fmt, stored_dtype), tied, {}, build,
+                    checks_memory=False)
 
 
 def _build_hf_dir_model(d: hf_dir.HFDir, dtype: torch.dtype, device: torch.device, quantize: str | None) -> Any:
@@ -142,20 +184,16 @@ def _build_hf_dir_model(d: hf_dir.HFDir, dtype: torch.dtype, device: torch.devic
             f.close()
 
 
-def _load_hf(directory: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-             num_heads: int | None, threads: Any,
-             quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+def _prepare_hf(directory: Path, tokenizer_path: Any, dtype: torch.dtype, num_heads: int | None) -> Prepared:
     d = hf_dir.inspect_hf_dir(directory)
     _check_num_heads(num_heads, d.config, directory)
     eos = hf_dir.eos_token_ids(d.generation_config, d.hf_config)
     explicit = tokenizer_path not in (None, "")
     tokenizer = load_tokenizer(tokenizer_path if explicit else hf_tokenizer_path(directory), extra_eos_ids=eos)
     _check_vocab(tokenizer, d.config)
-    if threads is not None:
-        torch.set_num_threads(choose_threads(threads, d.config.num_parameters))
-    _check_fits(d.config, dtype, quantize, directory)
-    model = _build_hf_dir_model(d, dtype, dev, quantize)
-    return model, tokenizer, ModelInfo.for_hf_dir(d), hf_dir.generation_defaults(d.generation_config)
+    return Prepared(directory, d.config, tokenizer, ModelInfo.for_hf_dir(d), d.config.tie_word_embeddings,
+                    hf_dir.generation_defaults(d.generation_config),
+                    lambda dev, dt, quantize: _build_hf_dir_model(d, dt, dev, quantize))
 
 
 def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str, str]]:
@@ -172,9 +210,7 @@ def read_gguf_model(file: Path, dtype: torch.dtype) -> tuple[Any, Any, dict[str,
     return g, config, names
 
 
-def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.dtype,
-               num_heads: int | None, threads: Any,
-               quantize: str | None = None) -> tuple[Any, Tokenizer, ModelInfo, dict[str, Any]]:
+def _prepare_gguf(file: Path, tokenizer_path: Any, dtype: torch.dtype, num_heads: int | None) -> Prepared:
     g, config, names = read_gguf_model(file, dtype)
     _check_num_heads(num_heads, config, file)
     if tokenizer_path not in (None, ""):
@@ -185,16 +221,24 @@ def _load_gguf(file: Path, tokenizer_path: Any, dev: torch.device, dtype: torch.
             chat_template=g.chat_template, special_tokens=g.special_tokens,
         )
     _check_vocab(tokenizer, config)
-    if threads is not None:
-        torch.set_num_threads(choose_threads(threads, config.num_parameters))
-    _check_fits(config, dtype, quantize, file)
-    # Each tensor is read and dequantized when the builder takes it (fused in place, or quantized block by
-    # block), so the peak stays near the built model's own weights.
-    model = _build_hf_model(config, g.state_dict.renamed(names, device=dev), quantize)
     info = ModelInfo(path=file.resolve(), format="GGUF", architecture=config.model_type, config=config,
                      file_size=file.stat().st_size, stored_dtype=g.quantization, files=(file.resolve(),),
                      quantization=g.quantization)
-    return model, tokenizer, info, {}
+    # Each tensor is read and dequantized when the builder takes it (fused in place, or quantized block by
+    # block), so the peak stays near the built model's own weights.
+    return Prepared(file, config, tokenizer, info, config.tie_word_embeddings, {},
+                    lambda dev, dt, quantize: _build_hf_model(config, g.state_dict.renamed(names, device=dev),
+                                                              quantize))
+
+
+def prepare(model_path: str | Path, tokenizer_path: str | Path | None = None, *, dtype: torch.dtype,
+            num_heads: int | None = None) -> Prepared:
+    """Read and check the model at ``model_path`` and its tokenizer as loading does, up to its weights
+    (a GGUF file's tensors are read later in ``dtype``). Raises the loader's errors: `ModelLoadError`,
+    `TokenizerError`."""
+    path = resolve_model_file(model_path)
+    preparer = {"huggingface": _prepare_hf, "gguf": _prepare_gguf, "llmbuilder": _prepare_llmbuilder}
+    return preparer[model_format(path)](path, tokenizer_path, dtype, num_heads)
 
 
 def load(
@@ -225,8 +269,10 @@ def load(
         threads = AutoThreads(cpu_load.CpuUse.now())
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    path = resolve_model_file(model_path)
-    loader = {"huggingface": _load_hf, "gguf": _load_gguf, "llmbuilder": _load_llmbuilder}[model_format(path)]
-    model, tokenizer, info, defaults = loader(path, tokenizer_path, dev, dt, num_heads, threads, quantize)
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=dev, load_s=time.perf_counter() - t0,
-                       generation_defaults=defaults)
+    prepared = prepare(model_path, tokenizer_path, dtype=dt, num_heads=num_heads)
+    if threads is not None:
+        torch.set_num_threads(choose_threads(threads, prepared.config.num_parameters))
+    prepared.check(dt, quantize)
+    model = prepared.build(dev, dt, quantize)
+    return LoadedModel(model=model, tokenizer=prepared.tokenizer, info=prepared.info, device=dev,
+                       load_s=time.perf_counter() - t0, generation_defaults=prepared.generation_defaults)

@@ -33,7 +33,9 @@ __all__ = [
     "SUPPORTED",
     "ModelConfig",
     "HFDir",
+    "DTYPE_NAMES",
     "is_hf_dir",
+    "read_config",
     "inspect_hf_dir",
     "model_config",
     "validate_shapes",
@@ -65,7 +67,8 @@ _ARCHITECTURES = {
     "Gemma3ForCausalLM": "gemma3_text",
 }
 _INDEX = "model.safetensors.index.json"
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+#: safetensors dtype → the name we show, for the dtypes a model can run from.
+DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _GENERATION_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "do_sample", "max_new_tokens")
 
 
@@ -96,6 +99,11 @@ def is_hf_dir(path: Path) -> bool:
         # A damaged config.json still means a Hugging Face model when weights of that kind are beside it.
         return any((path / n).is_file() for n in ("model.safetensors", _INDEX, "pytorch_model.bin"))
     return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """A model directory's config.json as a dict (`ModelLoadError` when it is unreadable or not an object)."""
+    return _read_json(directory / "config.json", "config.json")
 
 
 def model_config(hf_config: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
@@ -271,7 +279,7 @@ def _dtype_summary(counts: Mapping[str, int]) -> str:
 
 def inspect_hf_dir(directory: Path) -> HFDir:
     """Read and validate everything but the tensor data."""
-    hf_config = _read_json(directory / "config.json", "config.json")
+    hf_config = read_config(directory)
     config = model_config(hf_config, str(directory / "config.json"))
     files = _weight_files(directory)
     shapes, dtypes, where = _headers(files)
@@ -279,12 +287,12 @@ def inspect_hf_dir(directory: Path) -> HFDir:
     counts: dict[str, int] = {}
     for canon, stored in names.items():
         dt = dtypes[stored]
-        if dt not in _DTYPES:
+        if dt not in DTYPE_NAMES:
             raise ModelLoadError(
                 f"{where[stored]}: tensor '{stored}' is stored as {dt}, which cannot be run",
                 hint="use a float16/bfloat16/float32 export of the model (or a GGUF file for quantized weights)",
             )
-        counts[_DTYPES[dt]] = counts.get(_DTYPES[dt], 0) + 1
+        counts[DTYPE_NAMES[dt]] = counts.get(DTYPE_NAMES[dt], 0) + 1
     gen_file = directory / "generation_config.json"
     gen = _read_json(gen_file, "generation_config.json") if gen_file.is_file() else {}
     return HFDir(directory=directory, hf_config=hf_config, config=config, files=tuple(files), names=names,

@@ -55,9 +55,11 @@ __all__ = [
     "GGUFHeader",
     "GGUFModel",
     "GGUFTensorInfo",
+    "GGUFTokenizer",
     "dequantize",
     "read_gguf",
     "read_gguf_header",
+    "read_gguf_tokenizer",
 ]
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "gpt2", "gemma3")
@@ -460,15 +462,7 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
         raise ModelLoadError(f"{name}: {n_layers} layers declared, but the file holds tensors of only "
                              f"{len(layers)}", hint=_CORRUPT_HINT)
     _check_complete(config, arch, {hf for _, hf in plan}, name)
-    try:
-        tokenizer, adds_bos = _build_tokenizer(meta, name)
-    except (ModelLoadError, TokenizerError):
-        raise
-    except BaseException as exc:  # tokenizers raises plain Exceptions for inconsistent vocabularies, or panics
-        if not isinstance(exc, Exception) and not is_panic(exc):
-            raise
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise TokenizerError(f"{name}: cannot rebuild the tokenizer: {text}", hint=_CORRUPT_HINT) from None
+    tok = read_gguf_tokenizer(meta, name)
 
     n_heads, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
     entries: dict[str, Entry] = {}
@@ -484,12 +478,49 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
         else:
             entries[hf] = Entry(info)
     state = GGUFState(path, entries, dtype=dtype, device=device)
+    return GGUFModel(
+        hf_config=config,
+        state_dict=state,
+        tokenizer=tok.tokenizer,
+        eos_ids=tok.eos_ids,
+        bos_id=tok.bos_id,
+        add_bos=tok.add_bos,
+        chat_template=tok.chat_template,
+        special_tokens=tok.special_tokens,
+        quantization=_summary(t.type_id for t, _ in plan),
+        metadata=_small_metadata(header),
+    )
 
+
+@dataclass
+class GGUFTokenizer:
+    """The tokenizer a GGUF file carries (``tokenizer.ggml.*``), with its special ids and chat template."""
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    eos_ids: tuple[int, ...]
+    bos_id: int | None
+    add_bos: bool
+    chat_template: str | None
+    special_tokens: dict[str, str]
+
+
+def read_gguf_tokenizer(meta: dict, name: str) -> GGUFTokenizer:
+    """Rebuild the tokenizer of a GGUF file from its metadata alone (whatever the architecture).
+
+    Raises `TokenizerError` for a missing vocabulary or a tokenizer model this module cannot rebuild."""
+    try:
+        tokenizer, adds_bos = _build_tokenizer(meta, name)
+    except (ModelLoadError, TokenizerError):
+        raise
+    except BaseException as exc:  # tokenizers raises plain Exceptions for inconsistent vocabularies, or panics
+        if not isinstance(exc, Exception) and not is_panic(exc):
+            raise
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TokenizerError(f"{name}: cannot rebuild the tokenizer: {text}", hint=_CORRUPT_HINT) from None
     tokens = meta["tokenizer.ggml.tokens"]
     ids = {k: _token_id(meta, f"tokenizer.ggml.{k}_token_id", name)
            for k in ("bos", "eos", "eot", "eom", "unknown", "padding")}
     ids = {k: v for k, v in ids.items() if v is not None and 0 <= v < len(tokens)}
-    eos_ids = tuple(dict.fromkeys(ids[k] for k in ("eos", "eot", "eom") if k in ids))
     special = {
         f"{label}_token": tokens[ids[k]]
         for label, k in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))
@@ -497,17 +528,13 @@ def read_gguf(path: Path, *, dtype: torch.dtype, device: torch.device | str = "c
     }
     add_bos = meta.get("tokenizer.ggml.add_bos_token")
     template = meta.get("tokenizer.chat_template")
-    return GGUFModel(
-        hf_config=config,
-        state_dict=state,
+    return GGUFTokenizer(
         tokenizer=tokenizer,
-        eos_ids=eos_ids,
+        eos_ids=tuple(dict.fromkeys(ids[k] for k in ("eos", "eot", "eom") if k in ids)),
         bos_id=ids.get("bos"),
         add_bos=bool(adds_bos if add_bos is None else add_bos) and "bos" in ids,
         chat_template=template if isinstance(template, str) else None,
         special_tokens=special,
-        quantization=_summary(t.type_id for t, _ in plan),
-        metadata=_small_metadata(header),
     )
 
 

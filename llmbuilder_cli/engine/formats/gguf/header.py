@@ -87,6 +87,22 @@ class GGUFHeader:
     metadata: dict[str, Any]  # every key/value; string arrays as lists, numeric arrays as numpy arrays
     tensors: dict[str, GGUFTensorInfo]  # in file order
     file_size: int
+    #: Why the tensor data does not fit in the file (a download cut short), when the header was read with
+    #: ``cut_short_ok``; `read_gguf` refuses such a file with it. None: every tensor lies inside the file.
+    damage: str | None = None
+
+    def tensor_bytes(self, info: GGUFTensorInfo) -> int | None:
+        """Bytes of one tensor's data, also for types this module cannot read (from the ``gguf`` package's
+        table of block sizes); None for a type id neither knows."""
+        if info.nbytes >= 0:
+            return info.nbytes
+        try:
+            from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+            block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(info.type_id)]
+        except (ImportError, ValueError, KeyError):
+            return None
+        return math.prod(info.shape) // block * block_bytes
 
 
 
@@ -181,11 +197,13 @@ class _Cursor:
         return out
 
 
-def read_gguf_header(path: str | Path) -> GGUFHeader:
+def read_gguf_header(path: str | Path, *, cut_short_ok: bool = False) -> GGUFHeader:
     """Parse a GGUF header: metadata and tensor records, each checked against the file size.
 
     Raises `ModelLoadError` (one line) for a file that is not GGUF, is truncated, or whose sizes and
-    offsets point outside the file. Reads no tensor data.
+    offsets point outside the file. Reads no tensor data. With ``cut_short_ok`` a header that is whole but
+    whose tensor data runs past the end of the file (a download cut short) is returned with the reason
+    in ``damage`` instead (``llmbuilder info`` describes such a file).
     """
     path = Path(path)
     try:
@@ -201,7 +219,7 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
                     f"{path.name} is not a GGUF file (it does not start with 'GGUF')", hint="pass a .gguf model file"
                 )
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                return _parse_header(path, mm, size)
+                return _parse_header(path, mm, size, cut_short_ok)
     except OSError as exc:
         hint = "check the path and its permissions"
         raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
@@ -211,7 +229,7 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         raise ModelLoadError(f"{path.name}: corrupt GGUF header: {exc}", hint=_CORRUPT_HINT) from None
 
 
-def _parse_header(path: Path, mm: Any, size: int) -> GGUFHeader:
+def _parse_header(path: Path, mm: Any, size: int, cut_short_ok: bool = False) -> GGUFHeader:
     cur = _Cursor(mm, size)
     cur.pos = 4
     version = cur.u32()
@@ -250,6 +268,7 @@ def _parse_header(path: Path, mm: Any, size: int) -> GGUFHeader:
     data_start = -(-cur.pos // alignment) * alignment
 
     tensors: dict[str, GGUFTensorInfo] = {}
+    damage: list[str] = []  # data past the end of the file: fatal unless cut_short_ok
     for name, dims, type_id, offset in records:
         if name in tensors:
             raise _Corrupt(f"tensor {name!r} appears twice")
@@ -261,14 +280,17 @@ def _parse_header(path: Path, mm: Any, size: int) -> GGUFHeader:
                 raise _Corrupt(f"tensor {name!r}: row length {dims[0]} is not a multiple of the block size {block}")
             nbytes = n // block * block_bytes
             if data_start + offset + nbytes > size:
-                raise _Corrupt(
+                damage.append(
                     f"tensor {name!r} ({nbytes} bytes at offset {offset}) lies past the end of the file "
                     f"({size} bytes)"
                 )
         elif data_start + offset > size:
-            raise _Corrupt(f"tensor {name!r} starts past the end of the file")
+            damage.append(f"tensor {name!r} starts past the end of the file")
         tensors[name] = GGUFTensorInfo(name, tuple(reversed(dims)), type_id, data_start + offset, nbytes)
     total = sum(t.nbytes for t in tensors.values() if t.nbytes > 0)
-    if total > size - data_start:  # tensors may not share bytes: together they must fit in the file
-        raise _Corrupt(f"its tensors declare {total} bytes but the file holds only {size - data_start} bytes of data")
-    return GGUFHeader(path=path, version=version, metadata=metadata, tensors=tensors, file_size=size)
+    if not damage and total > size - data_start:  # tensors may not share bytes: together they must fit
+        damage.append(f"its tensors declare {total} bytes but the file holds only {size - data_start} bytes of data")
+    if damage and not cut_short_ok:
+        raise _Corrupt(damage[0])
+    return GGUFHeader(path=path, version=version, metadata=metadata, tensors=tensors, file_size=size,
+                      damage=f"{path.name}: corrupt GGUF header: {damage[0]}" if damage else None)

@@ -16,8 +16,10 @@ Shared prefixes: a joining prompt whose first ``share_prefix`` tokens or more (a
 header) are already in the cache of a running stream copies their keys and values from it and prefills
 only the rest; prompts that join together and share such a prefix are prefilled in two rounds, the
 first prompt of the group first, the others from its cache. Sources are the running streams' caches
-(nothing extra is kept): with continuous batching, prompts sharing a header keep it alive while any of
-them runs, so an LRU of finished prefixes would add memory for little. Reuse changes the arithmetic (the
+and a small store of the prefixes reuse has copied (`_Prefixes`, the `PREFIXES_KEPT` most recent, each
+only its own positions): with continuous batching a shared header usually stays alive in a running
+stream, but prompts of equal lengths finish together and the next ones then join with none running, so
+the store keeps the header computed once for the whole run. Reuse changes the arithmetic (the
 rest runs against cached keys instead of in one causal pass), so its results equal one-at-a-time ones
 up to float rounding; without a shared prefix, packing is exact (``engine/prefill.py``: a prompt whose
 row count the machine's products would round differently when packed prefills alone instead).
@@ -51,6 +53,7 @@ __all__ = ["Finished", "SHARE_PREFIX", "cache_bytes_per_position", "run_streams"
 #: Least number of leading tokens a joining prompt must share with a cached sequence to reuse its keys
 #: and values: below it, the saved work is smaller than the extra prefill round (about one decode step).
 SHARE_PREFIX = 16
+PREFIXES_KEPT = 4  # shared prefixes kept after the streams that held them finish (a few MB each)
 
 
 @dataclass
@@ -111,15 +114,45 @@ def _best_source(g: TokenGenerator, sources: list[TokenGenerator]) -> tuple[Toke
     return best, length
 
 
+class _Prefix:
+    """A shared prefix's tokens and its keys and values, copied out of a cache: ``cache.k``/``cache.v``
+    (L, 1, heads, n, D). Looks like a source `TokenGenerator` to `TokenGenerator.reuse_prefix`."""
+
+    def __init__(self, source: TokenGenerator, n: int) -> None:
+        self.seq = source.seq[:n]
+        self.cached = n
+        c = source.cache
+        self.cache = self
+        self.k = c.k[..., :n, :].clone()  # (L, 1, heads, n, D)
+        self.v = c.v[..., :n, :].clone()  # (L, 1, heads, n, D)
+
+
+class _Prefixes:
+    """The `PREFIXES_KEPT` prefixes most recently reused, newest last."""
+
+    def __init__(self) -> None:
+        self.items: list[_Prefix] = []
+
+    def add(self, source: TokenGenerator, n: int) -> None:
+        for p in self.items:
+            if p.cached >= n and p.seq[:n] == source.seq[:n]:  # already kept (or a longer one)
+                self.items.remove(p)
+                self.items.append(p)
+                return
+        self.items = [p for p in self.items if not (p.cached < n and source.seq[: p.cached] == p.seq)]
+        self.items = (self.items + [_Prefix(source, n)])[-PREFIXES_KEPT:]
+
+
 @torch.inference_mode()
-def _prefill(model: object, joining: list[TokenGenerator], cached: list[TokenGenerator], share_prefix: int) -> None:
+def _prefill(model: object, joining: list[TokenGenerator], cached: list, share_prefix: int,
+             kept: _Prefixes) -> None:
     """Run the prompts of ``joining`` (streams that have not started) into their caches, packed, and feed
     each its first logits; ``cached`` are sequences whose caches may hold a shared prefix.
 
     A prompt that packs inexactly (`prefill.packs_exactly`), or whose input cannot be prepared (its cache
     does not fit), is left alone: its own ``next()`` runs it (or raises its error) as it would alone. A
     failing packed call feeds nobody, so each prompt then runs alone and an error stays with its line."""
-    sources = [g for g in cached if g.cached > 0]
+    sources = [g for g in cached if g.cached > 0] + kept.items
     todo = [g for g in joining if g.wants_prefill()]
     while todo:
         pack: list[TokenGenerator] = []
@@ -127,12 +160,13 @@ def _prefill(model: object, joining: list[TokenGenerator], cached: list[TokenGen
         later: list[TokenGenerator] = []
         for g in todo:
             source, n = _best_source(g, sources)
-            if n < share_prefix and _best_source(g, fresh)[1] >= share_prefix:
+            if n < share_prefix and any(_shared(g.seq, f.seq, len(g.seq) - 1) >= share_prefix for f in fresh):
                 later.append(g)  # shares a prefix with a prompt of this round: copies it next round
                 continue
             try:
                 if n >= share_prefix:
                     g.reuse_prefix(source, n)
+                    kept.add(source, n)
                 ids, start, _ = g.prefill_input()
             except LLMBuilderError:
                 continue  # runs alone, where the error is raised for its line
@@ -186,6 +220,7 @@ def run_streams(
     running: list[_Running] = []
     waiting: tuple[int, TextStream] | None = None  # built, waiting for cache room
     per_position = 0
+    kept = _Prefixes()
     try:
         while pending or waiting or running:
             joining: list[_Running] = []
@@ -208,12 +243,12 @@ def run_streams(
                 joining.append(entry)
             if joining:
                 model = joining[0].stream.tokens.model
-                if len(running) > 1 and supports_batched_prefill(model):
+                if (len(running) > 1 or kept.items) and supports_batched_prefill(model):
                     for r in joining:
                         r.stream.start_clock()
                     _prefill(model, [r.stream.tokens for r in joining],
                              [r.stream.tokens for r in running if r not in joining],
-                             share_prefix if share_prefix is not None else 1 << 62)
+                             share_prefix if share_prefix is not None else 1 << 62, kept)
                 for entry in joining:
                     try:
                         chunk = next(entry.chunks)  # the first token (the prompt is run alone unless it was fed)

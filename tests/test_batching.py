@@ -369,5 +369,5 @@ def test_an_error_in_a_packed_prefill_stays_with_its_line(tiny_loaded):
     finally:
         del model.prefill, model.forward
     assert calls == [4]
-    assert done[2].result is None and str(done[2].error).startswith("generation failed: boom")
+    assert done[2].result is None and "boom: out of memory" in str(done[2].error)
     assert [done[i].result.token_ids for i in (0, 1, 3)] == _alone(tiny_loaded, [LONG[i] for i in (0, 1, 3)], GREEDY)

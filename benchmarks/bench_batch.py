@@ -160,7 +160,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,2,4,8,16,32")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--variants", default="plain,shared,prefill")
-    ap.add_argument("--quick", action="store_true", help="8 prompts, 16 new tokens, sizes 1,8 (a check, not a measurement)")
+    ap.add_argument("--quick", action="store_true",
+                    help="8 prompts, 16 new tokens, sizes 1,8 (a check, not a measurement)")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.new_tokens, args.sizes = 8, 16, "1,8"
@@ -172,7 +173,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{args.prompts} prompts, {args.new_tokens} new tokens each, {args.threads} threads, torch {torch.__version__}")
+    print(f"{args.prompts} prompts, {args.new_tokens} new tokens each, {args.threads} threads, "
+          f"torch {torch.__version__}")
     for name in args.models.split(","):
         for dtype in args.dtypes.split(","):
             if name == "smollm2":

@@ -180,3 +180,194 @@ def test_ctrl_c_cancels_the_running_prompts_and_yields_what_they_made(tiny_loade
             seen.append(done)
     assert [(d.index, d.cancelled) for d in seen] == [(0, False), (1, True)]
     assert seen[1].result.finish_reason.value == "cancelled" and 0 < len(seen[1].result.token_ids) < 100
+
+
+# ------------------------------------------------------------------------------- packed prefill, shared prefixes
+def _llama(case):
+    """A tiny random Llama-family model: the cases of test_perf_llama, and Qwen3's per-head q/k norms."""
+    if case != "qwen3-qk-norm":
+        cfg, sd = random_model(case)
+        return Llama(cfg, dict(sd))
+    from test_perf_llama import BASE as LLAMA_BASE
+
+    from llmbuilder_cli.engine.models.llama import LlamaConfig
+
+    cfg = LlamaConfig.from_hf({**LLAMA_BASE, "model_type": "qwen3", "num_key_value_heads": 2, "head_dim": 24})
+    g = torch.Generator().manual_seed(3)
+    sd = {name: 1.0 + 0.1 * torch.randn(shape, generator=g) if name.endswith("norm.weight")
+          else 0.2 * torch.randn(shape, generator=g) for name, shape in cfg.tensor_shapes().items()}
+    assert cfg.qk_norm
+    return Llama(cfg, sd)
+
+
+@pytest.mark.parametrize("case", ["fixture", "gqa-untied", "mqa-tied-head_dim24", "qwen2-tied", "rope-yarn",
+                                  "qwen3-qk-norm"])
+def test_packed_prefill_gives_each_prompt_its_own_cache_and_logits_bit_for_bit(tiny_loaded, case):
+    from llmbuilder_cli.engine.prefill import PROBE_ROWS, exact_row_counts, packs_exactly
+
+    model = tiny_loaded.model if case == "fixture" else _llama(case)
+    g = torch.Generator().manual_seed(5)
+    lengths = [40, 33, 1, 3, 12, 20, 8, 57]
+    prompts = [torch.randint(0, 100, (n,), generator=g) for n in lengths]  # (T,) each
+    with torch.inference_mode():
+        alone = []
+        for p in prompts:
+            cache = model.new_cache(len(p) + 4)
+            alone.append((model.forward(p.unsqueeze(0), 0, cache)[0].float(), cache))  # (V,)
+        caches = [model.new_cache(len(p) + 4) for p in prompts]
+        packed = model.prefill(prompts, [0] * len(prompts), caches)  # (S, V)
+    assert packed.shape == (len(prompts), model.config.vocab_size) and packed.dtype == torch.float32
+    for n, (logits, cache), row, mine in zip(lengths, alone, packed, caches):
+        if packs_exactly(model, n):  # the rows batching packs: identical
+            assert torch.equal(row, logits) and torch.equal(mine.k, cache.k) and torch.equal(mine.v, cache.v), n
+        else:  # rounded differently by the machine's products of a few rows: batching runs these alone
+            torch.testing.assert_close(row, logits, rtol=1e-4, atol=1e-4)
+    assert all(packs_exactly(model, n) for n in lengths if n > PROBE_ROWS)
+    assert exact_row_counts(model) <= set(range(1, PROBE_ROWS + 1))
+
+
+@pytest.mark.parametrize("case", ["fixture", "gqa-untied"])
+def test_packed_prefill_after_a_cached_prefix_equals_forward_from_that_position(tiny_loaded, case):
+    model = tiny_loaded.model if case == "fixture" else _llama(case)
+    g = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(0, 100, (n,), generator=g) for n in (30, 25, 44)]
+    starts = [20, 1, 30]
+    with torch.inference_mode():
+        alone, caches = [], []
+        for p, s in zip(prompts, starts):
+            cache, mine = model.new_cache(len(p)), model.new_cache(len(p))
+            model.forward(p[:s].unsqueeze(0), 0, cache)
+            model.forward(p[:s].unsqueeze(0), 0, mine)
+            alone.append(model.forward(p[s:].unsqueeze(0), s, cache)[0].float())
+            caches.append((cache, mine))
+        packed = model.prefill([p[s:] for p, s in zip(prompts, starts)], starts, [m for _, m in caches])
+    for logits, row, (cache, mine) in zip(alone, packed, caches):
+        torch.testing.assert_close(row, logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.k, cache.k, rtol=1e-5, atol=1e-5)
+
+
+def _counting_prefill(model):
+    """Record the token rows every prefill runs: the packed calls and the one-sequence forwards."""
+    packed, alone = [], []
+    real_prefill, real_forward = model.prefill, model.forward
+
+    def prefill(ids, starts, caches):
+        packed.append([len(t) for t in ids])
+        return real_prefill(ids, starts, caches)
+
+    def forward(ids, start=0, cache=None):
+        if ids.shape[1] > 1:
+            alone.append(ids.shape[1])
+        return real_forward(ids, start, cache)
+
+    model.prefill, model.forward = prefill, forward
+    return packed, alone, lambda: (delattr(model, "prefill"), delattr(model, "forward"))
+
+
+LONG = ["Once upon a time there was a little girl who lived in a village near the forest and every day she",
+        "The dog ran to the park with his friend the cat and they played with a big red ball until the sun",
+        "In the morning the little girl went to the market to buy some apples for her mother and she saw",
+        "He said that the dog was very happy because it was the first sunny day of the year and the birds"]
+
+
+def test_prompts_that_join_together_are_prefilled_in_one_packed_forward(tiny_loaded):
+    expected = _alone(tiny_loaded, LONG, GREEDY)
+    packed, alone, restore = _counting_prefill(tiny_loaded.model)
+    try:
+        got = api.generate_batch(tiny_loaded, prompts=LONG, config=GREEDY, batch_size=4)
+    finally:
+        restore()
+    assert [r.token_ids for r in got] == expected
+    lengths = [len(r.prompt_ids) for r in got]
+    assert packed == [lengths] and alone == []  # one forward for the four prompts, none alone
+    assert all(r.stats.prefill_s > 0 for r in got)
+
+
+SYSTEM = ("You are a helpful assistant who tells short stories about animals. Keep every story simple, kind and "
+          "happy, and end it with a lesson. ")
+QUESTIONS = ["Tell me about a fox.", "What did the little dog do?", "a", "Once upon a time the cat",
+             "Write about a bird who could not sing, and how its friends helped it to learn"]
+
+
+def test_a_shared_prefix_is_computed_once_and_the_lines_equal_one_at_a_time(tiny_loaded):
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=30, ignore_eos=True)
+    expected = _alone(tiny_loaded, prompts, cfg)
+    tok = tiny_loaded.tokenizer
+    ids = [TextStream(tiny_loaded, p, cfg).prompt_ids for p in prompts]
+    shared = next(i for i in range(min(map(len, ids))) if len({x[i] for x in ids}) > 1)
+    assert shared >= 16 and tok.decode(ids[0][:shared]).startswith("you are")
+    packed, alone, restore = _counting_prefill(tiny_loaded.model)
+    try:
+        got = api.generate_batch(tiny_loaded, prompts=prompts, config=cfg, batch_size=8)
+    finally:
+        restore()
+    assert [r.token_ids for r in got] == expected
+    # Round one: the first prompt whole; round two: the others' remainders after the copied prefix.
+    assert packed == [[len(ids[0])], [len(x) - shared for x in ids[1:]]] and alone == []
+    assert sum(map(sum, packed)) == sum(map(len, ids)) - (len(ids) - 1) * shared
+
+    # Two at a time: the later prompts join when the earlier ones have finished, and copy the prefix kept.
+    packed, alone, restore = _counting_prefill(tiny_loaded.model)
+    try:
+        done = {d.index: d.result.token_ids
+                for d in run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=2)}
+    finally:
+        restore()
+    assert [done[i] for i in range(len(prompts))] == expected
+    assert packed == [[len(ids[0])], [len(ids[1]) - shared], [len(x) - shared for x in ids[2:4]],
+                      [len(ids[4]) - shared]] and alone == []
+
+    # Joining one at a time while another runs: the newcomer copies the prefix from the running prompt.
+    short = GenerationConfig(do_sample=False, max_new_tokens=5, ignore_eos=True)
+    configs = [cfg, short, short, short, short]
+    packed, alone, restore = _counting_prefill(tiny_loaded.model)
+    try:
+        done = {d.index: d.result.token_ids for d in run_streams(
+            lambda i: TextStream(tiny_loaded, prompts[i], configs[i]), len(prompts), max_active=2)}
+    finally:
+        restore()
+    assert [done[i] for i in range(len(prompts))] == [e[: c.max_new_tokens] for e, c in zip(expected, configs)]
+    assert packed == [[len(ids[0])], [len(ids[1]) - shared], [len(ids[2]) - shared], [len(ids[3]) - shared],
+                      [len(ids[4]) - shared]] and alone == []
+
+    # share_prefix=None turns reuse off: every prompt is prefilled whole.
+    packed, alone, restore = _counting_prefill(tiny_loaded.model)
+    try:
+        list(run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=8,
+                         share_prefix=None))
+    finally:
+        restore()
+    assert sorted([n for call in packed for n in call] + alone) == sorted(map(len, ids))
+
+
+def test_an_error_in_a_packed_prefill_stays_with_its_line(tiny_loaded):
+    """A prompt the model fails on: the packed call fails, every prompt runs alone, and only that line
+    reports the error; the others equal one-at-a-time generation."""
+    model = tiny_loaded.model
+    bad = TextStream(tiny_loaded, LONG[2], GREEDY).prompt_ids
+    calls = []
+    real_prefill, real_forward = model.prefill, model.forward
+
+    def poisoned(ids):
+        return list(ids.reshape(-1).tolist()) == bad
+
+    def prefill(ids, starts, caches):
+        calls.append(len(ids))
+        if any(poisoned(t) for t in ids):
+            raise RuntimeError("boom: out of memory")
+        return real_prefill(ids, starts, caches)
+
+    def forward(ids, start=0, cache=None):
+        if poisoned(ids):
+            raise RuntimeError("boom: out of memory")
+        return real_forward(ids, start, cache)
+
+    model.prefill, model.forward = prefill, forward
+    try:
+        done = {d.index: d for d in run_streams(lambda i: TextStream(tiny_loaded, LONG[i], GREEDY), 4, max_active=4)}
+    finally:
+        del model.prefill, model.forward
+    assert calls == [4]
+    assert done[2].result is None and "boom: out of memory" in str(done[2].error)
+    assert [done[i].result.token_ids for i in (0, 1, 3)] == _alone(tiny_loaded, [LONG[i] for i in (0, 1, 3)], GREEDY)

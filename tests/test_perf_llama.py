@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmbuilder_cli.engine.kernels import Concat, Linear, fuses_layers
+from llmbuilder_cli.engine.kernels import Concat, Linear, dense, fuses_layers
 from llmbuilder_cli.engine.models.llama import Llama, LlamaConfig, rope_frequencies
 
 BASE = dict(model_type="llama", vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -178,6 +178,25 @@ def test_bfloat16_one_row_product_equals_f_linear():
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-2, atol=1e-2)
     x2 = torch.randn(1, 3, 64, generator=g).bfloat16()  # several rows: F.linear itself
     assert torch.equal(lin(x2), F.linear(x2, w, b))
+
+
+@pytest.mark.skipif(dense._native_bf16(), reason="this CPU has native bfloat16 products: F.linear is kept")
+@pytest.mark.parametrize("shape", [(1536, 576), (576, 1536), (1000, 64)])
+def test_several_bfloat16_rows_are_the_float32_product_rounded_once(shape):
+    """From BLOCKED_MIN_ROWS rows, on a CPU without bfloat16 instructions, the product runs in float32 on
+    weight blocks (faster than bfloat16 F.linear there): exactly the float32 product of the bfloat16
+    values, rounded to bfloat16 once; fewer rows keep their path."""
+    g = torch.Generator().manual_seed(2)
+    N, K = shape
+    w, b = (0.05 * torch.randn(N, K, generator=g)).bfloat16(), torch.randn(N, generator=g).bfloat16()
+    for bias in (None, b):
+        lin = Linear(w, bias)
+        x = torch.randn(2, 5, K, generator=g).bfloat16()  # 10 rows
+        y = lin(x)
+        assert y.shape == (2, 5, N) and y.dtype == torch.bfloat16
+        assert torch.equal(y, F.linear(x.float(), w.float(), None if bias is None else bias.float()).bfloat16())
+        few = x[0, : dense.BLOCKED_MIN_ROWS - 1]
+        assert torch.equal(lin(few), F.linear(few, w, bias))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

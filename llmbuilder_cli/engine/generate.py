@@ -103,8 +103,7 @@ class TokenGenerator:
         P = self.model.config.block_size
         dev = self.model.device
         if len(self.seq) <= P:
-            if self._cache is None:
-                self._cache = self.model.new_cache(len(self.seq) + self.config.max_new_tokens - 1)
+            self._new_cache()
             new = torch.tensor([self.seq[self._cached :]], dtype=torch.long, device=dev)  # (1, T)
             logits = self.model.forward(new, start=self._cached, cache=self._cache)  # (1, V)
             self._cached = len(self.seq)
@@ -114,6 +113,11 @@ class TokenGenerator:
             window = torch.tensor([self.seq[-P:]], dtype=torch.long, device=dev)  # (1, P)
             logits = self.model.forward(window)  # (1, V)
         return logits[0].float()  # sampling runs in float32 whatever the model's dtype
+
+    def _new_cache(self) -> KVCache:
+        if self._cache is None:
+            self._cache = self.model.new_cache(len(self.seq) + self.config.max_new_tokens - 1)
+        return self._cache
 
     @torch.inference_mode()
     def _pick(self, logits: torch.Tensor) -> int:
@@ -160,9 +164,34 @@ class TokenGenerator:
             and self._ready is None
         )
 
+    def wants_prefill(self) -> bool:
+        """Whether the next token is the prompt's run into the cache (nothing generated yet, the prompt fits
+        the block): such runs of several sequences can go as one packed prefill (`prefill_input`, `feed`)."""
+        return (self._ready is None and len(self.seq) == self._prompt_len
+                and len(self.seq) <= self.model.config.block_size)
+
+    def prefill_input(self) -> tuple[list[int], int, KVCache]:
+        """What the prompt's run takes: the tokens not in the cache yet, the position of the first, and the
+        cache (allocated here if needed; its allocation errors are the ones this sequence alone would raise)."""
+        return self.seq[self._cached :], self._cached, self._new_cache()
+
+    @torch.inference_mode()
+    def reuse_prefix(self, source: "TokenGenerator", n: int) -> None:
+        """Copy the keys and values of the first ``n`` tokens from ``source``, whose sequence starts with the
+        same ``n`` tokens and holds them in its cache; the prompt's run then starts at position ``n``.
+        (Caches of engine/models lay out keys and values as (L, B, heads, positions, D).)"""
+        if not (self.wants_prefill() and 0 < n < len(self.seq) and n <= source.cached
+                and source.seq[:n] == self.seq[:n]):
+            raise ValueError("the source does not hold that prefix of this prompt")
+        cache, src = self._new_cache(), source.cache
+        cache.k[..., :n, :].copy_(src.k[..., :n, :])
+        cache.v[..., :n, :].copy_(src.v[..., :n, :])
+        self._cached = n
+
     def feed(self, logits: torch.Tensor) -> None:
-        """Hand in the logits (V,) of the next token, computed by a batched step that also wrote the
-        keys and values of ``seq[-1]`` into this sequence's cache; the next iteration uses them."""
+        """Hand in the logits (V,) of the next token, computed by a batched step (or a packed prefill) that
+        also wrote the keys and values of ``seq[self.cached:]`` into this sequence's cache; the next
+        iteration uses them."""
         self._ready = logits
         self._cached = len(self.seq)
 
@@ -301,6 +330,11 @@ class TextStream:
     def text(self) -> str:
         return "".join(self.text_parts)
 
+    def start_clock(self) -> None:
+        """Start timing now (before iterating): a batched prefill runs the prompt before the first
+        ``next()``, and its time belongs to this stream's time to first token."""
+        self._t0 = self._t0 or time.perf_counter()
+
     def _emit(self, text: str) -> str:
         if text:
             self.text_parts.append(text)
@@ -310,7 +344,7 @@ class TextStream:
         if self._started:
             raise RuntimeError("a TextStream can be iterated only once")
         self._started = True
-        self._t0 = time.perf_counter()
+        self._t0 = self._t0 or time.perf_counter()
         eos_ids = self._tokens.eos_ids
         tok_eos = self.loaded.tokenizer.eos_ids  # what ends a constrained output (with ignore_eos too)
         try:
@@ -378,6 +412,7 @@ class TextStream:
 
     def cancel(self) -> StreamChunk:
         """End an interrupted stream: flush what was held back and report ``cancelled``."""
+        self._started = True  # one cancelled before its first token never runs
         tail = self._emit(self._tail())
         self.finish_reason = FinishReason.CANCELLED
         return self._finish(tail, None, len(self.token_ids) - 1)

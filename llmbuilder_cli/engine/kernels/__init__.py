@@ -9,7 +9,9 @@ dtype (measured on a 2-core AVX-512 CPU, SmolLM2-135M shapes; see benchmarks/REA
 * float32: ``F.linear`` (MKL); other one-row formulations were not faster and would change the
   float32 results, which must stay equal to the reference implementations.
 * bfloat16 on CPU: ``torch.mv`` for a single row streams the weights about 1.5x faster than
-  ``F.linear``; several rows (a prompt) still go through ``F.linear`` (float16: ``F.linear`` always).
+  ``F.linear``; from 4 rows (a batched step, a prompt), on a CPU without native bfloat16 products,
+  float32 products on float32 copies of weight blocks (``dense.py``: 2.5-4x faster than ``F.linear``
+  at 8-32 rows); else ``F.linear`` (float16: ``F.linear`` always).
 * int8 weight-only (`Int8Linear`, `quantize_int8`): symmetric per-output-channel scales, weights stored
   as int8 (a quarter of float32's bytes) and multiplied by ``torch.ops.aten._weight_int8pack_mm`` on CPU
   with 16-bit activations (float32 activations are rounded to bfloat16 for the product: that kernel is

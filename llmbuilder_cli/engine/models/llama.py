@@ -722,11 +722,61 @@ class Llama:
                 rows.append(F.scaled_dot_product_attention(
                     q[b : b + 1], kb, vb, scale=self.scale, enable_gqa=self.gqa))  # (1, H, 1, D)
             o = torch.cat(rows)  # (B, H, 1, D)
-            x = x + blk.o(o.transpose(1, 2).reshape(B, 1, H * D))
-            h = _rms_norm(x, blk.ln2, eps)
-            if type(blk.gate_up) is Concat:
-                gate, up = (lin(h) for lin in blk.gate_up.layers)  # (B, 1, I) each
-            else:
-                gate, up = blk.gate_up(h).chunk(2, dim=-1)  # (B, 1, I) each
-            x = x + blk.down(self.act(gate) * up)
+            x = self._mlp(blk, x + blk.o(o.transpose(1, 2).reshape(B, 1, H * D)))
         return self.lm_head(_rms_norm(x, self.norm, eps))[:, 0].float()  # (B, V)
+
+    def _mlp(self, blk: _Block, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream x (B, T, C) after the block's MLP (the same calls as `forward`)."""
+        h = _rms_norm(x, blk.ln2, self.config.rms_norm_eps)
+        if type(blk.gate_up) is Concat:
+            gate, up = (lin(h) for lin in blk.gate_up.layers)  # (B, T, I) each
+        else:
+            gate, up = blk.gate_up(h).chunk(2, dim=-1)  # (B, T, I) each
+        return x + blk.down(self.act(gate) * up)
+
+    def row_products(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+        """The linear layers of one block with their input widths: what `prefill` runs on packed rows
+        (``engine/prefill.py`` probes which row counts they compute exactly as a larger product does)."""
+        cfg, blk = self.config, self.blocks[0]
+        C, HD = cfg.n_embd, cfg.n_head * cfg.head_dim
+        return [(blk.qkv, C), (blk.o, HD), (blk.gate_up, C), (blk.down, cfg.intermediate_size)]
+
+    def prefill(self, ids: list[torch.Tensor], starts: list[int], caches: list[KVCache]) -> torch.Tensor:
+        """Float32 logits (S, V) of the last position of each of S sequences, their new tokens run as one
+        packed sequence: ``ids[s]`` (T_s,) at positions ``starts[s] .. starts[s]+T_s-1``, with the keys and
+        values of earlier positions in ``caches[s]`` (batch-1 caches), where its own are written.
+
+        Everything but attention runs on the packed (1, ΣT) rows, each token with its own rotary angles;
+        attention runs per sequence on its own cache with the call `forward` makes for it alone, and the
+        output head runs on each sequence's last row alone (as `forward`), so a sequence's keys, values and
+        logits are bit-identical to its own `forward` whenever the linear layers compute its rows as they do
+        alone (see ``engine/prefill.py``)."""
+        cfg = self.config
+        if not self.batched_decode:
+            raise ValueError("this model's rotary embedding cannot run sequences of different lengths together")
+        lengths = [int(t.shape[0]) for t in ids]
+        ends = [s + n for s, n in zip(starts, lengths)]
+        if max(ends) > cfg.block_size:
+            raise ValueError(f"position {max(ends) - 1} exceeds the context length {cfg.block_size}")
+        H, D, eps = cfg.n_head, cfg.head_dim, cfg.rms_norm_eps
+        N = sum(lengths)
+        x = self.embed(torch.cat(ids).unsqueeze(0))  # (1, N, C)
+        cos, sin = self.rotary.cos_sin(0, max(ends), x.dtype)  # (n, D) each
+        pos = torch.cat([torch.arange(s, e, device=x.device) for s, e in zip(starts, ends)])  # (N,)
+        cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (N, 1, D): each token its own angles
+        offsets = [sum(lengths[:j]) for j in range(len(lengths))]
+        masks = [torch.ones(n, e, dtype=torch.bool, device=x.device).tril_(s) if n > 1 and s > 0 else None
+                 for s, e, n in zip(starts, ends, lengths)]  # as `forward`: True = may attend
+        for i, blk in enumerate(self.blocks):
+            q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (1, H|KVH, N, D)
+            rows = []
+            for off, n, start, cache, mask in zip(offsets, lengths, starts, caches, masks):
+                kb, vb = cache.update(i, start, k[:, :, off : off + n], v[:, :, off : off + n])  # (1, KVH, end, D)
+                rows.append(F.scaled_dot_product_attention(
+                    q[:, :, off : off + n], kb, vb, attn_mask=mask, is_causal=n > 1 and start == 0,
+                    scale=self.scale, enable_gqa=self.gqa))  # (1, H, T_s, D)
+            o = torch.cat(rows, dim=2)  # (1, H, N, D)
+            x = self._mlp(blk, x + blk.o(o.transpose(1, 2).reshape(1, N, H * D)))
+        lasts = [off + n - 1 for off, n in zip(offsets, lengths)]
+        return torch.cat([self.lm_head(_rms_norm(x[:, j : j + 1], self.norm, eps))[:, 0]
+                          for j in lasts]).float()  # (S, V)

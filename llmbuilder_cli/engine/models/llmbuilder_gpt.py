@@ -10,13 +10,15 @@ and values of earlier positions come from the cache; without one (``cache=None``
 full forward of a window starting at position 0, which is what llmbuilder does once the running
 sequence is longer than the block size (the caller handles that policy, see ``engine/generate.py``).
 Only the logits of the last position are computed. `decode_step` runs one new token of each of several
-sequences at their own positions, each with its own cache (see ``engine/batching.py``).
+sequences at their own positions, each with its own cache, and `prefill` the new tokens of several
+sequences packed into one (see ``engine/batching.py``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -184,3 +186,54 @@ class LLMBuilderGPT:
             x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)
         last = F.layer_norm(x[:, -1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)  # (B, C)
         return F.linear(last, self.lm_head)  # (B, V)
+
+    def row_products(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+        """The linear layers of one block with their input widths: what `prefill` runs on packed rows
+        (``engine/prefill.py`` probes which row counts they compute exactly as a larger product does)."""
+        blk, C = self.blocks[0], self.config.n_embd
+        return [(lambda h: F.linear(h, blk.qkv_w), C), (lambda h: F.linear(h, blk.out_w, blk.out_b), C),
+                (lambda h: F.linear(h, blk.fc1_w, blk.fc1_b), C), (lambda h: F.linear(h, blk.fc2_w, blk.fc2_b), 4 * C)]
+
+    def prefill(self, ids: list[torch.Tensor], starts: list[int], caches: list[KVCache]) -> torch.Tensor:
+        """Logits (S, V) of the last position of each of S sequences, their new tokens run as one packed
+        sequence: ``ids[s]`` (T_s,) at positions ``starts[s] .. starts[s]+T_s-1`` (each token its own learned
+        position), earlier positions in ``caches[s]``, where its own keys and values are written.
+
+        Norms, linear layers and the MLP run on the packed (1, ΣT) rows; attention runs per sequence on its
+        own cache with the arithmetic `forward` uses for it alone, and the head on each last row alone, so the
+        results are bit-identical to `forward` whenever the linear layers compute a sequence's rows as they
+        do alone (see ``engine/prefill.py``)."""
+        cfg = self.config
+        lengths = [int(t.shape[0]) for t in ids]
+        ends = [s + n for s, n in zip(starts, lengths)]
+        if max(ends) > cfg.block_size:
+            raise ValueError(f"position {max(ends) - 1} exceeds the block size {cfg.block_size}")
+        H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
+        N = sum(lengths)
+        dev = self.device
+        pos = torch.cat([torch.arange(s, e, device=dev) for s, e in zip(starts, ends)])  # (N,)
+        x = (self.tok_emb[torch.cat(ids)] + self.pos_emb[pos]).unsqueeze(0)  # (1, N, C)
+        offsets = [sum(lengths[:j]) for j in range(len(lengths))]
+        # As `forward`: query t (absolute start+t) may see keys u <= start+t.  (T_s, end_s), True = hidden
+        masks = [torch.ones(n, e, dtype=torch.bool, device=dev).triu_(s + 1) if n > 1 else None
+                 for s, e, n in zip(starts, ends, lengths)]
+        for i, blk in enumerate(self.blocks):
+            h = F.layer_norm(x, (C,), blk.ln1_w, blk.ln1_b, LAYER_NORM_EPS)  # (1, N, C)
+            q, k, v = F.linear(h, blk.qkv_w).split(C, dim=2)  # each (1, N, C)
+            q = q.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
+            k = k.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
+            v = v.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
+            rows = []
+            for off, n, start, cache, mask in zip(offsets, lengths, starts, caches, masks):
+                kb, vb = cache.update(i, start, k[:, :, off : off + n], v[:, :, off : off + n])  # (1, H, end, D)
+                att = (q[:, :, off : off + n] @ kb.transpose(-2, -1)) * self.scale  # (1, H, T_s, end)
+                if mask is not None:
+                    att = att.masked_fill(mask, float("-inf"))
+                rows.append(torch.softmax(att, dim=-1) @ vb)  # (1, H, T_s, D)
+            o = torch.cat(rows, dim=2).transpose(1, 2).reshape(1, N, C)  # (1, N, C), head-major channels
+            x = x + F.linear(o, blk.out_w, blk.out_b)
+            h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
+            x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
+        last = [F.layer_norm(x[:, off + n - 1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)
+                for off, n in zip(offsets, lengths)]  # (1, C) each
+        return torch.cat([F.linear(h, self.lm_head) for h in last])  # (S, V)

@@ -73,8 +73,24 @@ def test_sliding_window_matches_transformers_past_the_window(tmp_path, family):
     assert engine_greedy(ours, PROMPT, STEPS) == want
     assert greedy_uncached(ours, PROMPT, STEPS) == want
     assert_batched_step_matches(ours)
+    assert_packed_prefill_matches(ours)
     # The window decides the result here: the same weights attending to everything continue differently.
     assert reference_greedy(reference(family, window=False), PROMPT, STEPS) != want
+
+
+def assert_packed_prefill_matches(ours) -> None:
+    """Prompts run packed (``prefill``, batched prompt files) past the window: each one's last logits as
+    its own forward gives them, from the start and after a cached first part."""
+    prompts, starts = [PROMPT, PROMPT[3:11], PROMPT[:1]], [0, 0, 0]
+    with torch.inference_mode():
+        alone = [ours.forward(torch.tensor([p]))[0] for p in prompts]
+        packed = ours.prefill([torch.tensor(p) for p in prompts], starts, [ours.new_cache(64) for _ in prompts])
+        for row, want in zip(packed, alone):
+            torch.testing.assert_close(row, want, atol=1e-5, rtol=1e-5)
+        cache = ours.new_cache(64)
+        ours.forward(torch.tensor([PROMPT[:6]]), 0, cache)
+        rest = ours.prefill([torch.tensor(PROMPT[6:])], [6], [cache])[0]
+    torch.testing.assert_close(rest, alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_phi3_gguf_sliding_window_matches_transformers(tmp_path):

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -492,6 +492,18 @@ class KVCache:
 
 
 # -------------------------------------------------------------------------------------------- model
+class _Masks(NamedTuple):
+    """SDPA boolean masks (True = may attend), (T, end), for T new tokens at start..end-1: ``full`` for
+    layers that see every earlier position (None when ``is_causal`` or a single token does it), ``band``
+    for sliding layers past their window with T > 1 (None otherwise)."""
+
+    full: torch.Tensor | None
+    band: torch.Tensor | None
+
+
+_ONE_TOKEN = _Masks(None, None)  # one new token needs no mask: it sees every cached position (or the last W)
+
+
 class _Block:
     """One decoder layer: its norms and its linear layers, q|k|v and gate|up each acting as one layer
     (fused into one weight, or kept separate for float32: see ``kernels.fuses_layers``; weights stored
@@ -661,36 +673,13 @@ class Llama:
         x = self.embed(ids)  # (B, T, C)
         cos, sin = self.rotary.cos_sin(start, end, x.dtype)  # (T, D) each
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, D)
-        mask = None  # SDPA boolean mask: True = may attend
-        if T > 1 and start > 0:
-            mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril_(start)  # (T, end)
-        causal = T > 1 and start == 0
-        # Sliding layers, once the window is passed: one new token reads the last W cached positions;
-        # several use a banded mask (query i sees keys i-W < j <= i).
-        W = cfg.sliding_window
-        slides = W is not None and end > W
-        band = _band_mask(start, end, W, ids.device) if slides and T > 1 else None  # (T, end)
+        masks = self._masks(start, T, ids.device)
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, T, D)
             if cache is not None:
                 k, v = cache.update(i, start, k, v)  # (B, KVH, end, D)
-            if slides and blk.sliding:
-                if T == 1:
-                    k, v = k[:, :, end - W :], v[:, :, end - W :]  # (B, KVH, W, D)
-                o = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=band, scale=self.scale, enable_gqa=self.gqa
-                )  # (B, H, T, D)
-            else:
-                o = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=self.gqa
-                )  # (B, H, T, D)
-            x = x + blk.o(o.transpose(1, 2).reshape(B, T, H * D))
-            h = _rms_norm(x, blk.ln2, eps)
-            if type(blk.gate_up) is Concat:
-                gate, up = (lin(h) for lin in blk.gate_up.layers)  # (B, T, I) each
-            else:
-                gate, up = blk.gate_up(h).chunk(2, dim=-1)  # (B, T, I) each
-            x = x + blk.down(self.act(gate) * up)
+            o = self._attend(blk, q, k, v, start, masks)  # (B, H, T, D)
+            x = self._mlp(blk, x + blk.o(o.transpose(1, 2).reshape(B, T, H * D)))  # (B, T, C)
         last = _rms_norm(x[:, -1:, :], self.norm, eps)  # (B, 1, C)
         return self.lm_head(last)[:, 0].float()  # (B, V)
 
@@ -714,16 +703,33 @@ class Llama:
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (B, H|KVH, 1, D)
             rows = []
-            window = cfg.sliding_window if blk.sliding else None
             for b, (start, cache) in enumerate(zip(positions, caches)):
                 kb, vb = cache.update(i, start, k[b : b + 1], v[b : b + 1])  # (1, KVH, start+1, D)
-                if window is not None and start + 1 > window:  # the last W positions only
-                    kb, vb = kb[:, :, start + 1 - window :], vb[:, :, start + 1 - window :]  # (1, KVH, W, D)
-                rows.append(F.scaled_dot_product_attention(
-                    q[b : b + 1], kb, vb, scale=self.scale, enable_gqa=self.gqa))  # (1, H, 1, D)
+                rows.append(self._attend(blk, q[b : b + 1], kb, vb, start, _ONE_TOKEN))  # (1, H, 1, D)
             o = torch.cat(rows)  # (B, H, 1, D)
             x = self._mlp(blk, x + blk.o(o.transpose(1, 2).reshape(B, 1, H * D)))
         return self.lm_head(_rms_norm(x, self.norm, eps))[:, 0].float()  # (B, V)
+
+    def _masks(self, start: int, T: int, device: torch.device) -> "_Masks":
+        """The SDPA masks for T new tokens at positions start..start+T-1 (see `_Masks`)."""
+        end, W = start + T, self.config.sliding_window
+        full = torch.ones(T, end, dtype=torch.bool, device=device).tril_(start) if T > 1 and start > 0 else None
+        band = _band_mask(start, end, W, device) if W is not None and end > W and T > 1 else None
+        return _Masks(full, band)
+
+    def _attend(self, blk: _Block, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int,
+                masks: "_Masks") -> torch.Tensor:
+        """Attention (B, H, T, D) of the queries q (B, H, T, D) at positions start.. over the keys and values
+        k, v (B, KVH, end, D) of every position so far. A sliding layer past its window reads only the last
+        W positions for one new token and uses the banded mask for several; otherwise plain causal."""
+        T, end, W = q.shape[2], k.shape[2], self.config.sliding_window
+        if blk.sliding and W is not None and end > W:
+            if T == 1:
+                k, v = k[:, :, end - W :], v[:, :, end - W :]  # (B, KVH, W, D)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=masks.band, scale=self.scale,
+                                                  enable_gqa=self.gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=masks.full, is_causal=T > 1 and start == 0,
+                                              scale=self.scale, enable_gqa=self.gqa)
 
     def _mlp(self, blk: _Block, x: torch.Tensor) -> torch.Tensor:
         """The residual stream x (B, T, C) after the block's MLP (the same calls as `forward`)."""
@@ -765,16 +771,13 @@ class Llama:
         pos = torch.cat([torch.arange(s, e, device=x.device) for s, e in zip(starts, ends)])  # (N,)
         cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (N, 1, D): each token its own angles
         offsets = [sum(lengths[:j]) for j in range(len(lengths))]
-        masks = [torch.ones(n, e, dtype=torch.bool, device=x.device).tril_(s) if n > 1 and s > 0 else None
-                 for s, e, n in zip(starts, ends, lengths)]  # as `forward`: True = may attend
+        masks = [self._masks(s, n, x.device) for s, n in zip(starts, lengths)]  # as `forward` for each alone
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (1, H|KVH, N, D)
             rows = []
-            for off, n, start, cache, mask in zip(offsets, lengths, starts, caches, masks):
+            for off, n, start, cache, m in zip(offsets, lengths, starts, caches, masks):
                 kb, vb = cache.update(i, start, k[:, :, off : off + n], v[:, :, off : off + n])  # (1, KVH, end, D)
-                rows.append(F.scaled_dot_product_attention(
-                    q[:, :, off : off + n], kb, vb, attn_mask=mask, is_causal=n > 1 and start == 0,
-                    scale=self.scale, enable_gqa=self.gqa))  # (1, H, T_s, D)
+                rows.append(self._attend(blk, q[:, :, off : off + n], kb, vb, start, m))  # (1, H, T_s, D)
             o = torch.cat(rows, dim=2)  # (1, H, N, D)
             x = self._mlp(blk, x + blk.o(o.transpose(1, 2).reshape(1, N, H * D)))
         lasts = [off + n - 1 for off, n in zip(offsets, lengths)]

@@ -412,10 +412,13 @@ def generate(
 
 
 def run_streams(
-    make_stream: Callable[[int], "TextStream"], count: int, *, batch_size: BatchSize = DEFAULT_BATCH_SIZE
+    make_stream: Callable[[int], "TextStream"], count: int, *, batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    share_prefix: bool = False,
 ) -> "Iterator[Finished]":
     """Run ``count`` streams (``make_stream(i)`` builds stream i) decoded together, ``batch_size`` at a
-    time (see `batch.parse_batch_size`); yield each `Finished` (index, result or error) as it ends."""
+    time (see `batch.parse_batch_size`); yield each `Finished` (index, result or error) as it ends.
+    ``share_prefix``: prompts that begin with the same 16 or more tokens compute them once (faster; a
+    line may then differ from its one-at-a-time result in the last bits, so off by default)."""
     from .batch import AUTO_CACHE_MEMORY_FRACTION, AUTO_MAX_BATCH, parse_batch_size
     from .engine import batching
     from .engine.limits import available_memory
@@ -425,7 +428,8 @@ def run_streams(
     if size == "auto":
         free = available_memory()
         size, budget = AUTO_MAX_BATCH, None if free is None else int(free * AUTO_CACHE_MEMORY_FRACTION)
-    return batching.run_streams(make_stream, count, max_active=size, memory_budget=budget)
+    return batching.run_streams(make_stream, count, max_active=size, memory_budget=budget,
+                                share_prefix=batching.SHARE_PREFIX if share_prefix else None)
 
 
 def generate_batch(
@@ -435,6 +439,7 @@ def generate_batch(
     *,
     config: GenerationConfig | None = None,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    share_prefix: bool = False,
     device: str | None = "auto",
     num_heads: int | None = None,
     dtype: str = "auto",
@@ -442,7 +447,8 @@ def generate_batch(
     """`generate` for every prompt with the same ``config``, decoded ``batch_size`` at a time (``"auto"``:
     by a memory budget for the key/value caches; 1: one after another). Results are in the order of
     ``prompts``; greedy results equal one-at-a-time generation, and a seeded line's tokens depend only on
-    its seed. The first failing prompt's error is raised once every prompt has run."""
+    its seed (``share_prefix=True`` trades that last-bit exactness for computing a shared leading part
+    once: see `run_streams`). The first failing prompt's error is raised once every prompt has run."""
     from .errors import ConfigError
 
     if isinstance(prompts, str):
@@ -457,7 +463,7 @@ def generate_batch(
 
     results: list[GenerationResult | None] = [None] * len(prompts)
     errors = []
-    for done in run_streams(make, len(prompts), batch_size=batch_size):
+    for done in run_streams(make, len(prompts), batch_size=batch_size, share_prefix=share_prefix):
         if done.error is not None:
             errors.append((done.index, done.error))
         results[done.index] = done.result

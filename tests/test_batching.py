@@ -14,7 +14,7 @@ from test_perf_llama import random_model
 
 from llmbuilder_cli import api, demo
 from llmbuilder_cli.config import GenerationConfig
-from llmbuilder_cli.engine.batching import cache_bytes_per_position, run_streams
+from llmbuilder_cli.engine.batching import SHARE_PREFIX, cache_bytes_per_position, run_streams
 from llmbuilder_cli.engine.generate import TextStream, TokenGenerator
 from llmbuilder_cli.engine.models.llama import Llama
 from llmbuilder_cli.errors import UsageError
@@ -299,7 +299,7 @@ def test_a_shared_prefix_is_computed_once_and_the_lines_equal_one_at_a_time(tiny
     assert shared >= 16 and tok.decode(ids[0][:shared]).startswith("you are")
     packed, alone, restore = _counting_prefill(tiny_loaded.model)
     try:
-        got = api.generate_batch(tiny_loaded, prompts=prompts, config=cfg, batch_size=8)
+        got = api.generate_batch(tiny_loaded, prompts=prompts, config=cfg, batch_size=8, share_prefix=True)
     finally:
         restore()
     assert [r.token_ids for r in got] == expected
@@ -311,7 +311,8 @@ def test_a_shared_prefix_is_computed_once_and_the_lines_equal_one_at_a_time(tiny
     packed, alone, restore = _counting_prefill(tiny_loaded.model)
     try:
         done = {d.index: d.result.token_ids
-                for d in run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=2)}
+                for d in run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=2,
+                                      share_prefix=SHARE_PREFIX)}
     finally:
         restore()
     assert [done[i] for i in range(len(prompts))] == expected
@@ -324,21 +325,37 @@ def test_a_shared_prefix_is_computed_once_and_the_lines_equal_one_at_a_time(tiny
     packed, alone, restore = _counting_prefill(tiny_loaded.model)
     try:
         done = {d.index: d.result.token_ids for d in run_streams(
-            lambda i: TextStream(tiny_loaded, prompts[i], configs[i]), len(prompts), max_active=2)}
+            lambda i: TextStream(tiny_loaded, prompts[i], configs[i]), len(prompts), max_active=2,
+            share_prefix=SHARE_PREFIX)}
     finally:
         restore()
     assert [done[i] for i in range(len(prompts))] == [e[: c.max_new_tokens] for e, c in zip(expected, configs)]
     assert packed == [[len(ids[0])], [len(ids[1]) - shared], [len(ids[2]) - shared], [len(ids[3]) - shared],
                       [len(ids[4]) - shared]] and alone == []
 
-    # share_prefix=None turns reuse off: every prompt is prefilled whole.
+    # Off by default (a line must not depend on its neighbours, even in its last bits): every prompt is
+    # prefilled whole, by the engine and by the API.
     packed, alone, restore = _counting_prefill(tiny_loaded.model)
     try:
-        list(run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=8,
-                         share_prefix=None))
+        list(run_streams(lambda i: TextStream(tiny_loaded, prompts[i], cfg), len(prompts), max_active=8))
+        api.generate_batch(tiny_loaded, prompts=prompts, config=cfg, batch_size=8)
     finally:
         restore()
-    assert sorted([n for call in packed for n in call] + alone) == sorted(map(len, ids))
+    assert sorted([n for call in packed for n in call] + alone) == sorted(list(map(len, ids)) * 2)
+
+
+def test_cli_share_prefix_computes_the_system_prompt_once_and_is_for_prompt_files_only(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("".join(SYSTEM + q + "\n" for q in QUESTIONS), encoding="utf-8")
+    args = (*BASE, "--prompts-file", str(f), "--jsonl", "--greedy", "--max-tokens", "10", "--ordered")
+    plain, shared = run(*args), run(*args, "--share-prefix")
+    assert plain.returncode == shared.returncode == 0, plain.stderr + shared.stderr
+    rows = [[json.loads(x) for x in p.stdout.splitlines()] for p in (plain, shared)]
+    assert [r["index"] for r in rows[1]] == list(range(len(QUESTIONS)))
+    assert [r["token_ids"] for r in rows[1]] == [r["token_ids"] for r in rows[0]]  # greedy ids agree here
+    bad = run(*BASE, "-p", "x", "--share-prefix", "--jsonl")
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "Error: --share-prefix is for --prompts-file — add --prompts-file FILE, or leave it out")
 
 
 def test_an_error_in_a_packed_prefill_stays_with_its_line(tiny_loaded):

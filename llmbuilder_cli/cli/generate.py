@@ -437,6 +437,16 @@ def text_command(
             rich_help_panel=P_OUTPUT,
         ),
     ] = False,
+    share_prefix: Annotated[
+        bool,
+        typer.Option(
+            "--share-prefix",
+            help="With --prompts-file: prompts that begin alike (16 tokens or more: a system prompt, a few-shot "
+            "header) compute that beginning once. Faster; a line may then differ from its one-at-a-time "
+            "result in the last bits of its numbers (rarely a different token), so it is off by default.",
+            rich_help_panel=P_OUTPUT,
+        ),
+    ] = False,
     interactive: Annotated[
         bool,
         typer.Option(
@@ -557,9 +567,9 @@ def text_command(
             raise UsageError("--prompts-file needs --jsonl (one JSON line per prompt)", hint="add --jsonl")
         if prompt is not None or interactive:
             raise UsageError("--prompts-file cannot be combined with --prompt or --interactive", hint="choose one")
-    elif batch_size is not None or ordered:
-        raise UsageError(f"{'--batch-size' if batch_size is not None else '--ordered'} is for --prompts-file",
-                         hint="add --prompts-file FILE, or leave it out")
+    elif batch_size is not None or ordered or share_prefix:
+        flag = "--batch-size" if batch_size is not None else "--ordered" if ordered else "--share-prefix"
+        raise UsageError(f"{flag} is for --prompts-file", hint="add --prompts-file FILE, or leave it out")
     batch = parse_batch_size(batch_size if batch_size is not None else DEFAULT_BATCH_SIZE)
 
     from ..constraint import from_options
@@ -651,7 +661,7 @@ def text_command(
         from .machine import run_batch
 
         return run_batch(loaded, specs, quiet=quiet, top_logprobs=n_probs, chat=chat_prompt, batch_size=batch,
-                         ordered=ordered)
+                         ordered=ordered, share_prefix=share_prefix)
     if as_json or as_jsonl:
         from .machine import run_single
 

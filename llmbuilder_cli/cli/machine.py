@@ -98,9 +98,11 @@ def run_batch(
     chat: ChatPrompt | None = None,
     batch_size: "BatchSize" = DEFAULT_BATCH_SIZE,
     ordered: bool = False,
+    share_prefix: bool = False,
 ) -> int:
     """Every prompt of a prompts file, one JSON line each, decoded ``batch_size`` at a time; lines are
-    written as prompts finish (``ordered``: in file order, each as soon as those before it are written)."""
+    written as prompts finish (``ordered``: in file order, each as soon as those before it are written;
+    ``share_prefix``: see `api.run_streams`)."""
     from .. import api
 
     model = api.model_identity(loaded)
@@ -136,7 +138,7 @@ def run_batch(
 
     cancelled_lines: list[int] = []
     try:
-        for done in api.run_streams(make, len(specs), batch_size=batch_size):
+        for done in api.run_streams(make, len(specs), batch_size=batch_size, share_prefix=share_prefix):
             spec = specs[done.index]
             head = {"index": done.index, "line": spec.line, **({"id": spec.id} if spec.id is not None else {})}
             if done.error is not None:  # this prompt only: say which line, and go on with the others

@@ -205,12 +205,14 @@ def run_streams(
     *,
     max_active: int,
     memory_budget: int | None = None,
-    share_prefix: int | None = SHARE_PREFIX,
+    share_prefix: int | None = None,
 ) -> Iterator[Finished]:
     """Generate prompts ``0..count-1`` (``make_stream(i)`` builds the stream of prompt i, or raises an
     `LLMBuilderError` for it) with up to ``max_active`` at once; yield each as it finishes.
     ``share_prefix``: least shared leading tokens whose keys and values a joining prompt copies from a
-    running one (None: never).
+    running one (None, the default: never; `SHARE_PREFIX` is what ``--share-prefix`` uses). Off by
+    default because a copied prefix was computed inside another prompt, whose length changes the
+    rounding of attention: a line would then depend, in its last bits, on its neighbours.
 
     On KeyboardInterrupt the running streams are cancelled and yielded (``cancelled=True``), then the
     interrupt is raised again."""

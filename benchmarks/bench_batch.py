@@ -11,7 +11,8 @@ ids). Variants (``--variants``):
 
 * ``plain``: each prompt makes ``--new-tokens`` (128) tokens greedily, end-of-sequence ignored, so every
   batch size does the same work;
-* ``shared``: the same, with a ~100-token system prompt before every prompt (shared-prefix reuse);
+* ``shared``: the same, with a ~100-token system prompt before every prompt, run with ``share_prefix``
+  (``--share-prefix``: the system prompt is computed once);
 * ``prefill``: one new token per prompt: what the prompts' prefill costs (packed prefill).
 
 For each batch size (``--sizes``) the whole set runs through `api.run_streams`; printed: wall seconds,
@@ -112,7 +113,7 @@ def id_prompts(count: int, vocab: int, system: bool) -> list[list[int]]:
     return [head + torch.randint(0, vocab, (prompt_length(i),), generator=g).tolist() for i in range(count)]
 
 
-def run(loaded, prompts, new_tokens: int, size: int):
+def run(loaded, prompts, new_tokens: int, size: int, share_prefix: bool = False):
     """Wall seconds and every prompt's new token ids; ``prompts``: texts or token id lists."""
     from llmbuilder_cli import api
     from llmbuilder_cli.config import GenerationConfig
@@ -126,21 +127,22 @@ def run(loaded, prompts, new_tokens: int, size: int):
 
     ids: list[list[int]] = [[] for _ in prompts]
     t0 = time.perf_counter()
-    for done in api.run_streams(make, len(prompts), batch_size=size):
+    for done in api.run_streams(make, len(prompts), batch_size=size, share_prefix=share_prefix):
         if done.error is not None:
             raise done.error
         ids[done.index] = done.result.token_ids
     return time.perf_counter() - t0, ids
 
 
-def table(loaded, prompts, prompt_tokens: list[int], new_tokens: int, sizes: list[int], prefill: bool) -> None:
+def table(loaded, prompts, prompt_tokens: list[int], new_tokens: int, sizes: list[int], prefill: bool,
+          share_prefix: bool = False) -> None:
     run(loaded, prompts[:2], 2, 2)  # warm-up: first-call costs (kernels, rotary tables, the row probe)
     unit = "prompt tok/s" if prefill else "tok/s"
     print(f"{'batch':>5} {'seconds':>8} {unit:>12} {'vs first':>8}  same ids as the first")
     base_rate = base_ids = None
     work = sum(prompt_tokens) if prefill else len(prompts) * new_tokens
     for size in sizes:
-        seconds, ids = run(loaded, prompts, new_tokens, size)
+        seconds, ids = run(loaded, prompts, new_tokens, size, share_prefix)
         rate = work / seconds
         base_rate = base_rate or rate
         base_ids = base_ids or ids
@@ -192,7 +194,7 @@ def main() -> int:
                     lengths = [len(p) for p in prompts]
                 new = 1 if variant == "prefill" else args.new_tokens
                 print(f"\n{name} {dtype} {variant}: prompt tokens {min(lengths)}..{max(lengths)}, {new} new each")
-                table(loaded, prompts, lengths, new, sizes, variant == "prefill")
+                table(loaded, prompts, lengths, new, sizes, variant == "prefill", share_prefix=shared)
     return 0
 
 

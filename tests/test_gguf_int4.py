@@ -109,3 +109,36 @@ def test_llama_int4_layers_keep_the_stored_groups(tmp_path, name):
     assert_groups_kept(block.gate_up, slice(0, HIDDEN), stored["blk.0.ffn_gate.weight"])
     assert_groups_kept(block.gate_up, slice(HIDDEN, None), stored["blk.0.ffn_up.weight"])
 
+
+
+@needs_kernel
+def test_gemma3_int4_layers_keep_the_stored_groups_and_its_logits(tmp_path):
+    """Gemma 3 with every layer weight in Q4_K: each int4 layer holds the file's groups, and the logits of
+    the int4 model stay near those of the same file in float32 (bfloat16 activations and the int8 head
+    are the difference)."""
+    transformers = pytest.importorskip("transformers")  # noqa: F841
+    from test_gemma3 import PROMPT, reference, write_gemma3_gguf
+
+    ref = reference(2, hidden_size=HIDDEN, intermediate_size=HIDDEN, head_dim=64)  # q: 4 heads x 64 = 256
+    rng = np.random.default_rng(3)
+    stored: dict[str, np.ndarray] = {}
+
+    def enc(gname: str, a: np.ndarray):
+        raw = encode(Q.Q4_K, a, rng)
+        stored[gname] = reference_dequantize(raw, Q.Q4_K)
+        return raw, Q.Q4_K
+
+    path = tmp_path / "gemma3-q4k.gguf"
+    write_gemma3_gguf(path, ref, enc)
+    int4 = load(path, device="cpu", dtype="float32", quantize="int4").model
+    assert isinstance(int4.lm_head, Int8Linear)
+    for i, b in enumerate(int4.blocks):
+        for lin, gname in ((b.q, "attn_q"), (b.k, "attn_k"), (b.v, "attn_v"), (b.o, "attn_output"),
+                           (b.gate, "ffn_gate"), (b.up, "ffn_up"), (b.down, "ffn_down")):
+            assert isinstance(lin, Int4Linear), gname
+            assert_groups_kept(lin, slice(None), stored[f"blk.{i}.{gname}.weight"])
+    ids = torch.tensor([PROMPT])
+    float32 = load(path, device="cpu", dtype="float32").model
+    want, got = float32.forward(ids)[0], int4.forward(ids)[0]  # (V,) at the last position
+    assert float((got - want).abs().max()) <= 0.05 * float(want.abs().max())
+    assert torch.equal(got.argmax(-1), want.argmax(-1))

@@ -2,9 +2,11 @@
 
 A weight (N, K) is cut along K into groups of `GROUP` values; each group stores 4-bit codes ``q`` (0..15)
 and ``w ≈ (q - 8) * scale + zero`` with ``zero = min + 8 * scale`` and ``scale = (max - min) / 15``: the
-layout of torch's CPU kernel ``_weight_int4pack_mm_for_cpu``, and the same grid as GGUF's Q4_1 blocks (32
-values, ``d * q + m``), so a model read from a Q4_1 file keeps its own codes (up to scale and zero rounded
-to bfloat16, the kernel's type).
+layout of torch's CPU kernel ``_weight_int4pack_mm_for_cpu``. GGUF's 4-bit formats are the same grid:
+Q4_0 (``d * (q - 8)``), Q4_1 (``d * q + m``) and Q4_K's sub-blocks of 32 (``d·sc * q - dmin·m``), so
+`quantize_int4_blocks` also takes a weight as such codes with each group's scale and zero point (read by
+``formats/gguf/state.py``, never dequantized) and keeps them, up to scale and zero rounded to bfloat16,
+the kernel's type. Other weights come as float rows and are quantized here.
 
 Decoding one token multiplies one row of activations by every weight: the kernel streams a quarter of
 int8's bytes and runs about 2.5x faster than the int8 kernel on SmolLM2's shapes (2-core AVX-512 CPU;

@@ -78,8 +78,9 @@ GEMMA3_NAMES = {
 }
 
 
-def write_gemma3_gguf(path, ref) -> None:
-    """What llama.cpp's converter writes: no Q/K permutation, norm weights plus one, no output.weight (tied)."""
+def write_gemma3_gguf(path, ref, encode=lambda name, a: a) -> None:
+    """What llama.cpp's converter writes: no Q/K permutation, norm weights plus one, no output.weight (tied).
+    ``encode(name, array)`` may turn a layer's tensor into (block bytes, quant type)."""
     tensors = {}
     for name, t in ref.state_dict().items():
         a = t.float().numpy()
@@ -89,7 +90,8 @@ def write_gemma3_gguf(path, ref) -> None:
             tensors["output_norm.weight"] = a + 1
         elif name.startswith("model.layers."):
             _, _, i, rest = name.split(".", 3)
-            tensors[f"blk.{i}.{GEMMA3_NAMES[rest]}"] = a + 1 if rest.endswith("norm.weight") else a
+            gname = f"blk.{i}.{GEMMA3_NAMES[rest]}"
+            tensors[gname] = a + 1 if rest.endswith("norm.weight") else encode(gname, a)
     c = ref.config
     write_gguf(path, "gemma3", tensors, {
         "gemma3.context_length": c.max_position_embeddings,

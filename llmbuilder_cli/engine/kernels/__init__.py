@@ -31,7 +31,7 @@ from typing import Iterable, Union
 import torch
 
 from .dense import Concat, Linear, fuses_layers
-from .int4 import Int4Linear, quantize_int4_blocks, supports_int4
+from .int4 import Int4Linear, Int4Rows, quantize_int4_blocks, supports_int4
 from .int8 import Int8Linear, _row_blocks, has_int8_kernel, quantize_int8, quantize_int8_blocks
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "quantize_int8",
     "quantize_int8_blocks",
     "quantize_blocks",
+    "is_int4",
     "has_int8_kernel",
     "fuses_layers",
     "QUANTIZATIONS",
@@ -65,13 +66,19 @@ def make_linear(weight: torch.Tensor, bias: torch.Tensor | None = None, *, quant
                            device=weight.device)
 
 
-def quantize_blocks(quantize: str, shape: tuple[int, int], blocks: Iterable[tuple[int, torch.Tensor]],
-                    bias: torch.Tensor | None, dtype: torch.dtype, *,
-                    device: torch.device | None = None) -> LinearLike:
-    """A quantized layer for a weight of ``shape`` given as ``(first row, rows)`` blocks: int8, or int4
+def is_int4(quantize: str | None, shape: tuple[int, int], device: torch.device | str | None = None) -> bool:
+    """Whether `quantize_blocks` makes a weight of ``shape`` an int4 layer: with ``quantize="int4"``
     where torch's int4 kernel takes the shape (`int4.supports_int4`; the other layers of an int4 model
     are int8, the nearest format that runs everywhere)."""
-    if quantize == "int4" and supports_int4(shape, torch.device("cpu") if device is None else torch.device(device)):
+    return quantize == "int4" and supports_int4(shape, torch.device("cpu" if device is None else device))
+
+
+def quantize_blocks(quantize: str, shape: tuple[int, int], blocks: Iterable[tuple[int, Int4Rows]],
+                    bias: torch.Tensor | None, dtype: torch.dtype, *,
+                    device: torch.device | None = None) -> LinearLike:
+    """A quantized layer for a weight of ``shape`` given as ``(first row, rows)`` float blocks: int8, or
+    int4 where `is_int4` (whose blocks may also be 4-bit groups as stored: `int4.quantize_int4_blocks`)."""
+    if is_int4(quantize, shape, device):
         return quantize_int4_blocks(shape, blocks, bias, dtype)
     if quantize in ("int8", "int4"):
         return quantize_int8_blocks(shape, blocks, bias, dtype, device=device)

@@ -2,9 +2,11 @@
 
 A weight (N, K) is cut along K into groups of `GROUP` values; each group stores 4-bit codes ``q`` (0..15)
 and ``w ≈ (q - 8) * scale + zero`` with ``zero = min + 8 * scale`` and ``scale = (max - min) / 15``: the
-layout of torch's CPU kernel ``_weight_int4pack_mm_for_cpu``, and the same grid as GGUF's Q4_1 blocks (32
-values, ``d * q + m``), so a model read from a Q4_1 file keeps its own codes (up to scale and zero rounded
-to bfloat16, the kernel's type).
+layout of torch's CPU kernel ``_weight_int4pack_mm_for_cpu``. GGUF's 4-bit formats are the same grid:
+Q4_0 (``d * (q - 8)``), Q4_1 (``d * q + m``) and Q4_K's sub-blocks of 32 (``d·sc * q - dmin·m``), so
+`quantize_int4_blocks` also takes a weight as such codes with each group's scale and zero point (read by
+``formats/gguf/state.py``, never dequantized) and keeps them, up to scale and zero rounded to bfloat16,
+the kernel's type. Other weights come as float rows and are quantized here.
 
 Decoding one token multiplies one row of activations by every weight: the kernel streams a quarter of
 int8's bytes and runs about 2.5x faster than the int8 kernel on SmolLM2's shapes (2-core AVX-512 CPU;
@@ -19,12 +21,12 @@ Shapes: the kernel needs N a multiple of 16 and K of `GROUP`; `supports_int4` sa
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GROUP", "KERNEL_MAX_ROWS", "Int4Linear", "quantize_int4_blocks", "supports_int4"]
+__all__ = ["GROUP", "KERNEL_MAX_ROWS", "Int4Linear", "Int4Rows", "quantize_int4_blocks", "supports_int4"]
 
 #: Weights per group (one scale and zero point each).
 GROUP = 32
@@ -32,6 +34,9 @@ GROUP = 32
 #: forward, 2 threads: 64 rows 96 ms vs 163 ms dense, 128 rows 188 vs 167, 512 rows 745 vs 292).
 KERNEL_MAX_ROWS = 112
 _PACK_ROWS = 64  # rows packed per call to torch's converter (its output for 64 rows depends on them only)
+
+#: Rows of a weight for `quantize_int4_blocks`: float (b, K), or already 4-bit ``(codes, scale, zero)``.
+Int4Rows = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def supports_int4(shape: tuple[int, int], device: torch.device) -> bool:
@@ -91,31 +96,60 @@ class Int4Linear:
 
 
 def _pack(codes: torch.Tensor) -> torch.Tensor:
-    """Plain-layout codes (n, K/2) of at most 64 rows → the kernel's layout (n, K/2)."""
+    """Plain-layout codes (n, K/2) → the kernel's layout (n, K/2)."""
     q = torch.stack([codes & 0x0F, codes >> 4], dim=-1).view(codes.shape[0], -1)  # (n, K)
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
 
 
-def quantize_int4_blocks(shape: tuple[int, int], blocks: Iterable[tuple[int, torch.Tensor]],
+def _quantize(rows: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float rows (b, K) → codes (b, K) uint8 and bfloat16 scale, zero (b, G): scale and zero rounded to
+    bfloat16 first, then the codes chosen against the rounded values."""
+    b = rows.shape[0]
+    w = rows.float().view(b, groups, GROUP)  # (b, G, GROUP)
+    lo, hi = w.amin(dim=-1), w.amax(dim=-1)  # (b, G) each, new tensors
+    scale = hi.sub_(lo).div_(15).to(torch.bfloat16)  # (b, G)
+    scale.masked_fill_(scale <= 0, 1)  # a constant group: any scale, q = 8
+    zero = scale.float().mul_(8).add_(lo).to(torch.bfloat16)  # (b, G)
+    s, z = scale.float().unsqueeze(-1), zero.float().unsqueeze(-1)  # (b, G, 1)
+    q = torch.sub(w, z).div_(s).add_(8).round_().clamp_(0, 15).to(torch.uint8)  # (b, G, GROUP)
+    return q.view(b, -1), scale, zero
+
+
+def quantize_int4_blocks(shape: tuple[int, int], blocks: Iterable[tuple[int, Int4Rows]],
                          bias: torch.Tensor | None, dtype: torch.dtype) -> Int4Linear:
-    """An `Int4Linear` for a weight of ``shape`` (N, K) given as ``(first row, rows)`` float blocks that
-    cover it (each block may reuse the previous one's memory). Scale and zero point per group of 32 are
-    rounded to bfloat16 first, then the codes chosen against the rounded values."""
+    """An `Int4Linear` for a weight of ``shape`` (N, K) given as ``(first row, rows)`` blocks that cover
+    it in row order. ``rows`` is either float (b, K), quantized here (each block may reuse the previous
+    one's memory), or a weight already in 4-bit groups of 32, ``(codes, scale, zero)``: codes (b, K)
+    integers in 0..15 and scale, zero (b, K/32) float of ``w = (q - 8) * scale + zero`` (GGUF's Q4_0,
+    Q4_1 and Q4_K), kept as they are with scale and zero rounded to bfloat16. Each 64 rows are packed
+    for the kernel as soon as they are complete."""
     n, k = shape
     groups = k // GROUP
     codes = torch.empty((n, k // 2), dtype=torch.uint8)  # (N, K/2)
     scale_zero = torch.empty((groups, n, 2), dtype=torch.bfloat16)  # (G, N, 2)
+    packed = torch.empty((n, k // 2), dtype=torch.uint8)  # (N, K/2)
+    pending = torch.empty((min(n, _PACK_ROWS), k), dtype=torch.int32)  # codes of the rows not packed yet
+    done = 0  # rows received so far
     for r0, rows in blocks:
-        w = rows.float().view(rows.shape[0], groups, GROUP)  # (b, G, GROUP)
-        lo, hi = w.amin(dim=-1), w.amax(dim=-1)  # (b, G)
-        scale = ((hi - lo) / 15).to(torch.bfloat16)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale, q = 8
-        zero = (lo + 8 * scale.float()).to(torch.bfloat16)
-        s, z = scale.float().unsqueeze(-1), zero.float().unsqueeze(-1)  # (b, G, 1)
-        q = torch.round((w - z) / s + 8).clamp_(0, 15).to(torch.uint8).view(rows.shape[0], k)  # (b, K)
-        r1 = r0 + rows.shape[0]
+        if r0 != done:
+            raise ValueError(f"int4 blocks must come in row order: rows from {r0} after {done}")
+        if isinstance(rows, torch.Tensor):
+            q, scale, zero = _quantize(rows, groups)
+        else:
+            q, scale, zero = rows[0], rows[1].to(torch.bfloat16), rows[2].to(torch.bfloat16)
+        r1 = r0 + q.shape[0]
         codes[r0:r1] = q[:, 0::2] | (q[:, 1::2] << 4)
         scale_zero[:, r0:r1, 0] = scale.t()
         scale_zero[:, r0:r1, 1] = zero.t()
-    packed = torch.cat([_pack(codes[i : i + _PACK_ROWS]) for i in range(0, n, _PACK_ROWS)])  # (N, K/2)
+        start = r0
+        while start < r1:  # fill the pending chunk; pack it once complete (or at the last row)
+            p0 = start - start % _PACK_ROWS  # the chunk's first row
+            stop = min(r1, p0 + _PACK_ROWS)
+            pending[start - p0 : stop - p0] = q[start - r0 : stop - r0]
+            if stop == min(n, p0 + _PACK_ROWS):
+                packed[p0:stop] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(pending[: stop - p0], 1)
+            start = stop
+        done = r1
+    if done != n:
+        raise ValueError(f"int4 blocks cover {done} of {n} rows")
     return Int4Linear(packed, codes, scale_zero, None if bias is None else bias.to(dtype), dtype)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, LinearLike, make_linear
 from .llama import (_ACTIVATIONS, KVCache, RopeSpec, _bad_config, _band_mask, _float, _int, _rope, _Rotary,
-                    config_bool)
+                    config_bool, quantize_from_state)
 
 __all__ = ["Gemma3Config", "Gemma3", "MODEL_TYPES"]
 
@@ -236,8 +236,11 @@ class Gemma3:
 
         norm = take("model.norm.weight")  # (C,)
         dtype, device = norm.dtype, norm.device
+        config_shapes = config.tensor_shapes()
 
         def linear(name: str, q: str | None = quantize) -> LinearLike:
+            if q is not None and hasattr(sd, "row_blocks"):  # a lazy state: quantized block by block
+                return quantize_from_state(sd, [name], [config_shapes[name]], q, None, dtype, device)
             return make_linear(take(name), None, quantize=q, dtype=dtype)
 
         self.config = config

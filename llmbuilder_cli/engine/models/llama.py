@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelLoadError
-from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, make_linear, quantize_blocks
+from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, is_int4, make_linear, quantize_blocks
 from ..limits import check_cache
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "LAYER_TYPES", "ROPE_TYPES", "MODEL_TYPES"]
@@ -492,6 +492,24 @@ class KVCache:
 
 
 # -------------------------------------------------------------------------------------------- model
+def quantize_from_state(state: Any, names: list[str], shapes: list[tuple[int, ...]], quantize: str,
+                        bias: torch.Tensor | None, dtype: torch.dtype, device: torch.device) -> LinearLike:
+    """One quantized layer from the weights ``names`` (of ``shapes``) of a lazy state, stacked by rows and
+    read a block of rows at a time (``state.row_blocks``), so no float copy of the whole weight is held.
+    An int4 layer takes a weight the state holds in 4-bit groups (``state.int4_row_blocks``: GGUF's
+    Q4_0, Q4_1, Q4_K) as it is stored, neither dequantized nor quantized again."""
+    shape = (sum(s[0] for s in shapes), shapes[0][1])
+    as_stored = is_int4(quantize, shape, device) and hasattr(state, "int4_row_blocks")
+
+    def blocks_of(name: str) -> Any:
+        stored = state.int4_row_blocks(name) if as_stored else None
+        return state.row_blocks(name) if stored is None else stored
+
+    offsets = [sum(s[0] for s in shapes[:i]) for i in range(len(shapes))]
+    blocks = ((off + r0, rows) for n, off in zip(names, offsets) for r0, rows in blocks_of(n))
+    return quantize_blocks(quantize, shape, blocks, bias, dtype, device=device)
+
+
 class _Masks(NamedTuple):
     """SDPA boolean masks (True = may attend), (T, end), for T new tokens at start..end-1: ``full`` for
     layers that see every earlier position (None when ``is_causal`` or a single token does it), ``band``
@@ -567,11 +585,8 @@ class Llama:
             """One layer from the weights ``names`` stacked by rows; a lazy state reads them in place, or
             (quantized) in blocks quantized as they arrive, so no float copy of the whole weight is held."""
             if quantize is not None and hasattr(sd, "row_blocks"):
-                shapes = [tuple(config_shapes[n]) for n in names]
-                offsets = [sum(s[0] for s in shapes[:i]) for i in range(len(shapes))]
-                blocks = ((off + r0, rows) for n, off in zip(names, offsets) for r0, rows in sd.row_blocks(n))
-                return quantize_blocks(quantize, (sum(s[0] for s in shapes), shapes[0][1]), blocks, bias, dtype,
-                                       device=self.norm.device)
+                return quantize_from_state(sd, names, [tuple(config_shapes[n]) for n in names], quantize, bias,
+                                           dtype, self.norm.device)
             if len(names) > 1 and hasattr(sd, "stacked"):
                 w = sd.stacked(names)
             else:

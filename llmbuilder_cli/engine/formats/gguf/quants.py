@@ -3,6 +3,10 @@
 The common block formats have small torch kernels here (a block is unpacked as rows of a uint8 tensor);
 the rarer ones (Q2_K, Q3_K, IQ4_NL, IQ4_XS) go to the ``gguf`` package's reference numpy code. Block
 layouts are noted beside each kernel; shapes are in torch order.
+
+The 4-bit formats whose groups of 32 values share one scale and one offset (Q4_0, Q4_1, and Q4_K's
+sub-blocks) can also be read without dequantizing (`int4_groups`): their codes as they are, with the
+scale and zero point of ``w = (q - 8) * scale + zero`` per group, the form an int4 layer keeps.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from ....errors import ModelLoadError
 from .header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
 
-__all__ = ["dequantize"]
+__all__ = ["INT4_GROUP_TYPES", "dequantize", "int4_groups"]
 
 
 # ------------------------------------------------------------------------------------- dequantization
@@ -130,6 +134,44 @@ def dequantize(raw: torch.Tensor, type_id: int, shape: tuple[int, ...]) -> torch
 
     values = reference(blocks.numpy(), GGMLQuantizationType(type_id))  # (n_blocks, block) float32
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+
+
+# ------------------------------------------------------------------------- 4-bit groups of 32, as stored
+# Each returns (codes (N, n*32) uint8 in 0..15, scale (N, n), zero (N, n) float32) for N blocks of n
+# groups, with every value (q - 8) * scale + zero: the dequantized value, up to float32 rounding.
+def _q4_0_groups(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # d * (q - 8)
+    d = _f16(raw, 0)  # (N, 1)
+    return _nibbles(raw[:, 2:18]), d, torch.zeros_like(d)
+
+
+def _q4_1_groups(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # d * q + m
+    d = _f16(raw, 0)  # (N, 1)
+    return _nibbles(raw[:, 4:20]), d, _f16(raw, 2) + 8 * d
+
+
+def _q4_k_groups(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # d*sc * q - dmin*m
+    sc, mn = _k_scales(raw[:, 4:16])  # (N, 8) each
+    scale = _f16(raw, 0) * sc  # (N, 8)
+    return _k_low_nibbles(raw[:, 16:144]).reshape(-1, 256), scale, 8 * scale - _f16(raw, 2) * mn
+
+
+_GROUP_KERNELS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {
+    "Q4_0": _q4_0_groups,
+    "Q4_1": _q4_1_groups,
+    "Q4_K": _q4_k_groups,
+}
+#: The types `int4_groups` reads.
+INT4_GROUP_TYPES = frozenset(_GROUP_KERNELS)
+
+
+def int4_groups(raw: torch.Tensor, type_id: int, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bytes of a matrix (rows, cols) stored in one of `INT4_GROUP_TYPES` -> its codes (rows, cols) uint8
+    in 0..15, and per group of 32 consecutive values of a row the scale and zero point (rows, cols/32)
+    float32 of ``w = (q - 8) * scale + zero``."""
+    name, _, block_bytes = _TYPES[type_id]
+    rows, cols = shape
+    codes, scale, zero = _GROUP_KERNELS[name](raw.reshape(-1, block_bytes))
+    return codes.reshape(rows, cols), scale.reshape(rows, cols // 32), zero.reshape(rows, cols // 32)
 
 
 def _read_tensor(f: Any, info: GGUFTensorInfo, path: Path) -> torch.Tensor:

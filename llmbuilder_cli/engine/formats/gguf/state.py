@@ -6,7 +6,9 @@
 final dtype. Nothing else is ever held: no float32 copy of the whole model, no full-size temporaries of
 the dequantization kernels (a block is at most `BLOCK_ELEMENTS` values), and no memory-mapped file pages
 counted in the process's memory. A builder that fuses layers reads them in place (`stacked`); one that
-quantizes to int8 takes float32 blocks (`row_blocks`) and never sees a whole float weight.
+quantizes takes float32 blocks (`row_blocks`) and never sees a whole float weight. An int4 layer takes a
+weight stored in 4-bit groups of 32 (Q4_0, Q4_1, Q4_K) as it is stored (`int4_row_blocks`): its codes,
+with each group's scale and zero point, never dequantized nor quantized again.
 
 Layouts (``Entry.layout``): ``"plain"``; ``"unpermute"``, Llama Q/K weights and biases whose rows
 llama.cpp's converter interleaved per head (undone head by head, so blocks are aligned to whole heads);
@@ -21,6 +23,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,7 +31,7 @@ from ....errors import ModelLoadError
 from ...limits import check_finite
 from ..weights_io import stack_rows
 from .header import _CORRUPT_HINT, _TYPES, GGUFTensorInfo
-from .quants import _few_threads, dequantize
+from .quants import INT4_GROUP_TYPES, _few_threads, dequantize, int4_groups
 
 __all__ = ["BLOCK_ELEMENTS", "Entry", "GGUFState", "unpermute_rows"]
 
@@ -126,6 +129,25 @@ class GGUFState(Mapping[str, torch.Tensor]):
                 check_finite(block, entry.info.name, self.path.name)
                 yield r0, block
 
+    def int4_row_blocks(self, key: str, max_elements: int | None = None
+                        ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] | None:
+        """The matrix ``key`` as it is stored when that is 4-bit groups of 32 values along its rows (else
+        None): ``(first row, (codes, scale, zero))`` blocks in the state's row order, codes (n, cols) uint8
+        in 0..15 and scale, zero (n, cols/32) float32, the weight being ``(q - 8) * scale + zero``."""
+        entry = self._entries[key]
+        if (_TYPES[entry.info.type_id][0] not in INT4_GROUP_TYPES or len(entry.shape) != 2
+                or entry.layout not in ("plain", "unpermute")):
+            return None
+        return self._int4_row_blocks(entry, max_elements or BLOCK_ELEMENTS)
+
+    def _int4_row_blocks(self, entry: Entry, max_elements: int
+                         ) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        with open(self.path, "rb") as f, _few_threads():
+            for r0, (codes, scale, zero) in self._blocks(f, entry, max_elements, decode=int4_groups):
+                check_finite(scale, entry.info.name, self.path.name)  # a NaN or infinite d / dmin
+                check_finite(zero, entry.info.name, self.path.name)
+                yield r0, (codes, scale, zero)
+
     # ----------------------------------------------------------------------------------------- reading
     def _read_into(self, entry: Entry, out: torch.Tensor) -> None:
         """Fill ``out`` (contiguous, ``entry.shape``) with the tensor, block by block."""
@@ -144,9 +166,10 @@ class GGUFState(Mapping[str, torch.Tensor]):
             for r0, block in self._blocks(f, entry, BLOCK_ELEMENTS):
                 flat[r0 : r0 + block.shape[0]].copy_(block.view(block.shape[0], -1))
 
-    def _blocks(self, f, entry: Entry, max_elements: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _blocks(self, f, entry: Entry, max_elements: int, decode=dequantize) -> Iterator[tuple[int, Any]]:
         """``(first row, rows)`` of the stored tensor in row blocks (whole heads for "unpermute"), each
-        dequantized (float32, or the stored float type) and un-permuted; a vector comes whole."""
+        dequantized (float32, or the stored float type) and un-permuted; a vector comes whole. With
+        ``decode=int4_groups`` (a matrix), rows are the tuple of tensors it returns, each un-permuted."""
         info = entry.info
         _, per_block, block_bytes = _TYPES[info.type_id]
         if len(info.shape) == 1:  # a vector (a norm or a bias) is small: read it whole
@@ -168,9 +191,10 @@ class GGUFState(Mapping[str, torch.Tensor]):
             n = min(step, rows - r0)
             buf = raw[: n * row_bytes]
             _read_exact(f, info, info.offset + r0 * row_bytes, buf, self.path)
-            block = dequantize(buf, info.type_id, (n, cols))  # (n, cols)
+            block = decode(buf, info.type_id, (n, cols))  # (n, cols), or tensors of n rows
             if entry.layout == "unpermute":
-                block = unpermute_rows(block, n // align)
+                block = (unpermute_rows(block, n // align) if isinstance(block, torch.Tensor)
+                         else tuple(unpermute_rows(t, n // align) for t in block))
             yield r0, block
 
 

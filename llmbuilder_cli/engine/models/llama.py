@@ -293,10 +293,31 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm, statistics in float32: torch's fused kernel. In float32 it is the reference arithmetic
-    exactly; in 16-bit dtypes it rounds once at the end instead of also before the weight (closer to the
-    float32 result than the reference's two roundings)."""
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    """RMSNorm over the last dimension, statistics in float32: in float32 the reference arithmetic exactly,
+    ``weight * (x · rsqrt(mean(x²) + eps))``; in 16-bit dtypes all of it in float32 and rounded once at the end
+    (closer to the float32 result than the reference's rounding before the weight too).
+
+    Written out rather than ``F.rms_norm``: on CPU that is a composite of about a dozen calls, two of them
+    with Python-number operands (slow: each wraps the number into a tensor); here the divisor and eps are
+    0-dim tensors made once, and the float32 results are the same bits (tests/test_perf_llama.py)."""
+    n, e = _norm_constants(x.shape[-1], eps)
+    xf = x if x.dtype == torch.float32 else x.float()
+    ms = (xf * xf).sum(-1, keepdim=True)  # (..., 1) float32: Σx², then the mean as torch.mean computes it
+    r = ms.div_(n).add_(e).rsqrt_()
+    if xf is x:
+        return weight * (x * r)
+    return (xf * r * weight).to(x.dtype)  # the weight widened to float32 inside the product
+
+
+_NORM_CONSTANTS: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(width: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The width and eps of an RMSNorm as 0-dim float32 tensors (CPU: they broadcast to any device)."""
+    c = _NORM_CONSTANTS.get((width, eps))
+    if c is None:
+        c = _NORM_CONSTANTS[(width, eps)] = (torch.tensor(float(width)), torch.tensor(eps, dtype=torch.float32))
+    return c
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -603,7 +624,7 @@ class Llama:
         qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
         qk = qkv[..., : NQK * D].view(B, T, NQK, D)
         if blk.qk_norm is not None:  # normalised per head, then each head's own weight (H + KVH, D)
-            qk = F.rms_norm(qk, (D,), None, eps) * blk.qk_norm
+            qk = _rms_norm(qk, blk.qk_norm, eps)  # (B, T, H + KVH, D)
         qk = _rope(qk, cos, sin)  # (B, T, H + KVH, D)
         q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
         k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)

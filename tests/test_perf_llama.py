@@ -196,3 +196,35 @@ def test_int8_model_stays_close_to_its_dense_model(case, dtype):
         step = q8.forward(torch.tensor([[3]]), len(PROMPT), cache)[0]
     assert (a - b).abs().max() <= 0.1 * a.abs().max()
     assert torch.isfinite(step).all()
+
+
+# ------------------------------------------------------------------------------ one-position decoding
+def test_rms_norm_equals_the_reference_formula_in_float32_and_is_close_in_bfloat16():
+    from llmbuilder_cli.engine.models.llama import _rms_norm
+
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 1, 576), (2, 5, 64), (1, 1, 12, 24)]:
+        x = torch.randn(shape, generator=g) * 3
+        w = 1.0 + 0.1 * torch.randn(shape[-1], generator=g)
+        assert torch.equal(_rms_norm(x, w, 1e-5), _rms(x, w, 1e-5))
+        y = _rms_norm(x.bfloat16(), w.bfloat16(), 1e-5)
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), F.rms_norm(x, (shape[-1],), w, 1e-5), rtol=2e-2, atol=2e-2)
+    # Qwen3's per-head norm: one weight row per head, broadcast over the rows
+    x = torch.randn(1, 1, 6, 16, generator=g)
+    w = torch.randn(6, 16, generator=g)
+    assert torch.equal(_rms_norm(x, w, 1e-6), _rms(x, torch.ones(16), 1e-6) * w)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_bfloat16_one_query_attention_regrouped_equals_grouped_query_attention(kv_heads):
+    cfg, sd = random_model("gqa-untied")
+    model = Llama(cfg, {k: v.bfloat16() for k, v in sd.items()})
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 4, 1, 16, generator=g).bfloat16()  # (B, H, 1, D)
+    k, v = (torch.randn(2, kv_heads, 9, 16, generator=g).bfloat16() for _ in range(2))  # (B, KVH, S, D)
+    model.gqa = True
+    got = model._attend(q, k, v)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=model.scale, enable_gqa=True)
+    assert got.shape == (2, 4, 1, 16) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)

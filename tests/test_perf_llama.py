@@ -228,3 +228,23 @@ def test_bfloat16_one_query_attention_regrouped_equals_grouped_query_attention(k
     want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=model.scale, enable_gqa=True)
     assert got.shape == (2, 4, 1, 16) and got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_cache_update_writes_each_layer_and_returns_its_prefix():
+    from llmbuilder_cli.engine.models.llama import KVCache
+
+    cache = KVCache(3, 2, 4, 10, dtype=torch.float32, device=torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    written = {}
+    for start, T in [(0, 3), (3, 1), (4, 1), (2, 2)]:  # a prompt, two steps, then a rewrite of positions 2-3
+        for layer in range(3):
+            k, v = (torch.randn(1, 2, T, 4, generator=g) for _ in range(2))
+            ck, cv = cache.update(layer, start, k, v)
+            for t in range(T):
+                written[layer, start + t] = (k[:, :, t], v[:, :, t])
+            assert ck.shape == cv.shape == (1, 2, start + T, 4)
+            for p in range(start + T):
+                assert torch.equal(ck[:, :, p], written[layer, p][0]) and torch.equal(cv[:, :, p], written[layer, p][1])
+    cache.k = cache.k.clone()  # replaced storage: the next update must not write through views of the old one
+    cache.update(1, 4, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    assert torch.equal(cache.k[1, :, :, 4], torch.ones(1, 2, 4))

@@ -467,15 +467,28 @@ class KVCache:
         check_cache(shape, dtype)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
-        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer: (B, KVH, S, D) views
         self.max_len = max_len
+        self._step: tuple[int, int, torch.Tensor, torch.Tensor] | None = None  # (start, T, k, v) of the views below
+        self._write: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, KVH, T, D) at start..end-1
+        self._read: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, KVH, end, D) at 0..end-1
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ck, cv = self._layers[layer]
-        T = k.shape[2]  # k, v: (B, KVH, T, D)
-        ck.narrow(2, start, T).copy_(k)
-        cv.narrow(2, start, T).copy_(v)
-        return ck.narrow(2, 0, start + T), cv.narrow(2, 0, start + T)  # (B, KVH, start+T, D)
+        """Store ``k``, ``v`` (B, KVH, T, D) of positions start..start+T-1 for ``layer``; returns the layer's
+        keys and values of positions 0..start+T-1, (B, KVH, start+T, D) views of the cache.
+
+        A step calls this once per layer with the same positions: the views of every layer are cut once
+        per step (two calls per layer remain, the copies), not four times per layer."""
+        T = k.shape[2]
+        step = self._step
+        if step is None or step[0] != start or step[1] != T or step[2] is not self.k or step[3] is not self.v:
+            end = start + T
+            self._write = list(zip(self.k.narrow(3, start, T).unbind(0), self.v.narrow(3, start, T).unbind(0)))
+            self._read = list(zip(self.k.narrow(3, 0, end).unbind(0), self.v.narrow(3, 0, end).unbind(0)))
+            self._step = (start, T, self.k, self.v)  # the tensors too: views of replaced ones would be stale
+        wk, wv = self._write[layer]
+        wk.copy_(k)
+        wv.copy_(v)
+        return self._read[layer]
 
 
 # -------------------------------------------------------------------------------------------- model

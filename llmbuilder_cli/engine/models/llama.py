@@ -624,25 +624,21 @@ class Llama:
         cfg = self.config
         H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
         B, T, _ = h.shape
-        if type(blk.qkv) is Concat:  # separate weights: three products, nothing to concatenate
-            q_lin, k_lin, v_lin = blk.qkv.layers
-            q, k = q_lin(h).view(B, T, H, D), k_lin(h).view(B, T, KVH, D)
-            if blk.q_norm is not None:
-                q, k = _rms_norm(q, blk.q_norm, eps), _rms_norm(k, blk.k_norm, eps)
-            q = _rope(q, cos, sin).transpose(1, 2)  # (B, H, T, D)
-            k = _rope(k, cos, sin).transpose(1, 2)  # (B, KVH, T, D)
-            v = v_lin(h).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-            return q, k, v
         NQK = H + KVH  # heads that are rotated: the queries, then the keys
-        qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
-        qk = qkv[..., : NQK * D].view(B, T, NQK, D)
+        if type(blk.qkv) is Concat:  # separate weights: three products; q and k side by side for one rotation
+            q_lin, k_lin, v_lin = blk.qkv.layers
+            qk = torch.cat((q_lin(h), k_lin(h)), dim=-1).view(B, T, NQK, D)  # (B, T, H + KVH, D)
+            v = v_lin(h).view(B, T, KVH, D)  # (B, T, KVH, D)
+        else:
+            qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
+            qk = qkv[..., : NQK * D].view(B, T, NQK, D)
+            v = qkv[..., NQK * D :].view(B, T, KVH, D)
         if blk.qk_norm is not None:  # normalised per head, then each head's own weight (H + KVH, D)
             qk = _rms_norm(qk, blk.qk_norm, eps)  # (B, T, H + KVH, D)
         qk = _rope(qk, cos, sin)  # (B, T, H + KVH, D)
         q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
         k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
-        v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-        return q, k, v
+        return q, k, v.transpose(1, 2)  # v: (B, KVH, T, D)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                 causal: bool = False) -> torch.Tensor:

@@ -299,24 +299,27 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
     Written out rather than ``F.rms_norm``: on CPU that is a composite of about a dozen calls, two of them
     with Python-number operands (slow: each wraps the number into a tensor); here the divisor and eps are
-    0-dim tensors made once, and the float32 results are the same bits (tests/test_perf_llama.py)."""
-    n, e = _norm_constants(x.shape[-1], eps)
+    0-dim tensors made once, the mean and eps one ``addcdiv``, and the float32 results are the same bits
+    (tests/test_perf_llama.py)."""
+    n, e = _norm_constants(x.shape[-1], eps, x.device)
     xf = x if x.dtype == torch.float32 else x.float()
-    ms = (xf * xf).sum(-1, keepdim=True)  # (..., 1) float32: Σx², then the mean as torch.mean computes it
-    r = ms.div_(n).add_(e).rsqrt_()
+    ss = (xf * xf).sum(-1, keepdim=True)  # (..., 1) float32: Σx²
+    r = torch.addcdiv(e, ss, n).rsqrt_()  # eps + Σx²/C: the mean as torch.mean divides, then eps (1·q is exact)
     if xf is x:
         return weight * (x * r)
     return (xf * r * weight).to(x.dtype)  # the weight widened to float32 inside the product
 
 
-_NORM_CONSTANTS: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+_NORM_CONSTANTS: dict[tuple[int, float, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _norm_constants(width: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The width and eps of an RMSNorm as 0-dim float32 tensors (CPU: they broadcast to any device)."""
-    c = _NORM_CONSTANTS.get((width, eps))
+def _norm_constants(width: int, eps: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The width and eps of an RMSNorm as 0-dim float32 tensors on ``device``, made once."""
+    key = (width, eps, device)
+    c = _NORM_CONSTANTS.get(key)
     if c is None:
-        c = _NORM_CONSTANTS[(width, eps)] = (torch.tensor(float(width)), torch.tensor(eps, dtype=torch.float32))
+        c = _NORM_CONSTANTS[key] = (torch.tensor(float(width), device=device),
+                                    torch.tensor(eps, dtype=torch.float32, device=device))
     return c
 
 

@@ -287,9 +287,10 @@ class _Rotary:
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` (B, T, N, D) by cos/sin (T, 1, D) from `_Rotary` (sin with its first half negated)."""
-    B, T, N, D = x.shape
-    swapped = x.view(B, T, N, 2, D // 2).flip(3).view(B, T, N, D)  # halves exchanged
-    return x * cos + swapped * sin
+    swapped = torch.roll(x, x.shape[-1] // 2, -1)  # halves exchanged (one call; a flip needs two views too)
+    if x.dtype == torch.float32:
+        return x * cos + swapped * sin  # the reference's roundings (tests/test_perf_llama.py: bit-identical)
+    return torch.addcmul(x * cos, swapped, sin)  # 16-bit: one call fewer (and one rounding fewer)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

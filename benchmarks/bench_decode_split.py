@@ -80,7 +80,8 @@ def child(args: argparse.Namespace) -> None:
                     logits = model.forward(logits.argmax(-1, keepdim=True), prompt.shape[1] + i, cache)
         # Top-level operators only (those not called by another operator), inclusive times.
         agg: dict[str, list[float]] = {}
-        for e in prof.events():
+        every = prof.events()
+        for e in every:
             if e.cpu_parent is None:
                 a = agg.setdefault(e.name, [0.0, 0])
                 a[0] += e.cpu_time_total
@@ -89,7 +90,7 @@ def child(args: argparse.Namespace) -> None:
         prod_us = sum(agg[k][0] for k in PRODUCTS if k in agg)
         rest = sorted(((t, c, k) for k, (t, c) in agg.items() if k not in PRODUCTS), reverse=True)
         out.update(prod_ms=prod_us / n / 1000, total_ms=total_us / n / 1000,
-                   calls=sum(c for _, c in agg.values()) / n,
+                   calls=sum(c for _, c in agg.values()) / n, all_calls=len(every) / n,
                    prod_calls=sum(agg[k][1] for k in PRODUCTS if k in agg) / n,
                    rest=[(k, round(t / n / 1000, 3), c / n) for t, c, k in rest[:14]])
     print(json.dumps(out))
@@ -135,7 +136,7 @@ def main() -> None:
                     r = rs[-1]
                     print(f"    {s}: products {r['prod_ms']:.2f} ms, profiled total {r['total_ms']:.2f} ms, "
                           f"rest {r['total_ms'] - r['prod_ms']:.2f} ms, {r['calls']:.0f} top-level calls/token "
-                          f"({r['prod_calls']:.0f} products)")
+                          f"({r['prod_calls']:.0f} products; {r['all_calls']:.0f} with nested calls)")
                     for k, t, c in r["rest"]:
                         print(f"        {k:40s} {t:7.3f} ms {c:6.1f}x")
 

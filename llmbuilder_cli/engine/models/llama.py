@@ -31,7 +31,8 @@ Decoding one token is a few hundred small torch calls, so the layer is laid out 
 (float32 results stay bit-identical to the straightforward formulation; tests/test_perf_llama.py):
 q|k|v and gate|up each act as one linear layer (fused into one weight except in float32, where it does
 not pay; ``engine/kernels/`` picks the product per dtype, or int8 weight-only with ``quantize="int8"``),
-queries and keys are rotated together with cos/sin tables computed once, and RMSNorm is one torch call.
+queries and keys are rotated together with cos/sin tables computed once, RMSNorm avoids the slow CPU
+composite of ``F.rms_norm`` (see `_rms_norm`), and the cache cuts its per-layer views once per step.
 """
 
 from __future__ import annotations

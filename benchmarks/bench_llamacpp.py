@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real  # noqa: E402  (puts the repository and tests/ on sys.path)
 from bench_real import REPO, TEXT, Ours, decode_rate, median, our_cli  # noqa: E402
 
-from llmbuilder_cli.engine import int4 as int4_module  # noqa: E402
+from llmbuilder_cli.engine.kernels import int4 as int4_module  # noqa: E402
 from llmbuilder_cli.engine import kernels  # noqa: E402
 from llmbuilder_cli.engine.kernels import Concat  # noqa: E402
 

@@ -215,3 +215,57 @@ def test_int8_model_stays_close_to_its_dense_model(case, dtype):
         step = q8.forward(torch.tensor([[3]]), len(PROMPT), cache)[0]
     assert (a - b).abs().max() <= 0.1 * a.abs().max()
     assert torch.isfinite(step).all()
+
+
+# ------------------------------------------------------------------------------ one-position decoding
+def test_rms_norm_equals_the_reference_formula_in_float32_and_is_close_in_bfloat16():
+    from llmbuilder_cli.engine.models.llama import _rms_norm
+
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 1, 576), (2, 5, 64), (1, 1, 12, 24)]:
+        x = torch.randn(shape, generator=g) * 3
+        w = 1.0 + 0.1 * torch.randn(shape[-1], generator=g)
+        assert torch.equal(_rms_norm(x, w, 1e-5), _rms(x, w, 1e-5))
+        y = _rms_norm(x.bfloat16(), w.bfloat16(), 1e-5)
+        assert y.dtype == torch.bfloat16
+        torch.testing.assert_close(y.float(), F.rms_norm(x, (shape[-1],), w, 1e-5), rtol=2e-2, atol=2e-2)
+    # Qwen3's per-head norm: one weight row per head, broadcast over the rows
+    x = torch.randn(1, 1, 6, 16, generator=g)
+    w = torch.randn(6, 16, generator=g)
+    assert torch.equal(_rms_norm(x, w, 1e-6), _rms(x, torch.ones(16), 1e-6) * w)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_bfloat16_one_query_attention_regrouped_equals_grouped_query_attention(kv_heads):
+    from llmbuilder_cli.engine.models.llama import _ONE_TOKEN
+
+    cfg, sd = random_model("gqa-untied")
+    model = Llama(cfg, {k: v.bfloat16() for k, v in sd.items()})
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 4, 1, 16, generator=g).bfloat16()  # (B, H, 1, D)
+    k, v = (torch.randn(2, kv_heads, 9, 16, generator=g).bfloat16() for _ in range(2))  # (B, KVH, S, D)
+    model.gqa = True
+    got = model._attend(model.blocks[0], q, k, v, 8, _ONE_TOKEN)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=model.scale, enable_gqa=True)
+    assert got.shape == (2, 4, 1, 16) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_cache_update_writes_each_layer_and_returns_its_prefix():
+    from llmbuilder_cli.engine.models.llama import KVCache
+
+    cache = KVCache(3, 2, 4, 10, dtype=torch.float32, device=torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    written = {}
+    for start, T in [(0, 3), (3, 1), (4, 1), (2, 2)]:  # a prompt, two steps, then a rewrite of positions 2-3
+        for layer in range(3):
+            k, v = (torch.randn(1, 2, T, 4, generator=g) for _ in range(2))
+            ck, cv = cache.update(layer, start, k, v)
+            for t in range(T):
+                written[layer, start + t] = (k[:, :, t], v[:, :, t])
+            assert ck.shape == cv.shape == (1, 2, start + T, 4)
+            for p in range(start + T):
+                assert torch.equal(ck[:, :, p], written[layer, p][0]) and torch.equal(cv[:, :, p], written[layer, p][1])
+    cache.k = cache.k.clone()  # replaced storage: the next update must not write through views of the old one
+    cache.update(1, 4, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    assert torch.equal(cache.k[1, :, :, 4], torch.ones(1, 2, 4))

@@ -136,3 +136,27 @@ def test_window_settings_follow_the_reference_configurations():
                              "layer_types": ["sliding_attention"]})
     with pytest.raises(ModelLoadError, match="sliding_window must be a whole number > 0"):
         hf_dir.model_config({"model_type": "mistral", **base, "sliding_window": 0})
+
+
+def test_bfloat16_one_token_steps_read_only_the_window(tmp_path):
+    """bfloat16 one-token steps take their own attention path (query heads regrouped per key/value head):
+    past the window it must read the last W positions, as the banded mask of a whole forward does."""
+    from llmbuilder_cli.engine import loading
+
+    ref = reference("mistral")
+    ref.save_pretrained(tmp_path / "swa")
+    reference("mistral", window=False).save_pretrained(tmp_path / "full")
+
+    def build(folder):
+        return loading._build_hf_dir_model(hf_dir.inspect_hf_dir(folder), torch.bfloat16, torch.device("cpu"), None)
+
+    swa, full = build(tmp_path / "swa"), build(tmp_path / "full")
+    ids = torch.tensor([PROMPT])
+    with torch.inference_mode():
+        cache = swa.new_cache(64)
+        swa.forward(ids[:, :-1], 0, cache)
+        step = swa.forward(ids[:, -1:], len(PROMPT) - 1, cache)[0]  # (V,) one token, through the cache
+        whole = swa.forward(ids)[0]  # (V,) the banded mask
+        unwindowed = full.forward(ids)[0]
+    near, far = (step - whole).abs().max(), (step - unwindowed).abs().max()
+    assert near < far / 4, (near, far)

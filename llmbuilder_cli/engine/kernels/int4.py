@@ -72,9 +72,15 @@ class Int4Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         if x.numel() < KERNEL_MAX_ROWS * shape[-1]:
-            x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16).contiguous()  # (M, K)
+            x2 = x.reshape(-1, shape[-1])  # (M, K); no-op conversions skipped (each call costs microseconds)
+            if x2.dtype != torch.bfloat16:
+                x2 = x2.to(torch.bfloat16)
+            if not x2.is_contiguous():
+                x2 = x2.contiguous()
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.packed, GROUP, self.scale_zero)  # (M, N)
-            y = y.to(x.dtype).view(*shape[:-1], y.shape[-1])
+            if y.dtype != x.dtype:
+                y = y.to(x.dtype)
+            y = y.view(*shape[:-1], y.shape[-1])
         else:  # a prompt: one dense product with the weight unpacked for this call
             y = F.linear(x, self._dense(slice(None), x.dtype))
         if self.bias is not None:

@@ -51,8 +51,14 @@ class Int8Linear:
         shape = x.shape
         if self._kernel and x.numel() < _KERNEL_MAX_ROWS * shape[-1]:
             scale = self._kernel_scale
-            x2 = x.reshape(-1, shape[-1]).to(scale.dtype).contiguous()  # (M, K)
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, scale).to(x.dtype)  # (M, N)
+            x2 = x.reshape(-1, shape[-1])  # (M, K)
+            if x2.dtype != scale.dtype:  # float32 activations: the kernel runs in bfloat16
+                x2 = x2.to(scale.dtype)
+            if not x2.is_contiguous():
+                x2 = x2.contiguous()
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, scale)  # (M, N)
+            if y.dtype != x.dtype:
+                y = y.to(x.dtype)
             y = y.view(*shape[:-1], y.shape[-1])
         else:  # many rows (a prompt) or no kernel: one dense product, scaled per output channel
             y = F.linear(x, self.qweight.to(x.dtype)) * self.scale

@@ -35,7 +35,8 @@ Decoding one token is a few hundred small torch calls, so the layer is laid out 
 (float32 results stay bit-identical to the straightforward formulation; tests/test_perf_llama.py):
 q|k|v and gate|up each act as one linear layer (fused into one weight except in float32, where it does
 not pay; ``engine/kernels/`` picks the product per dtype, or int8 weight-only with ``quantize="int8"``),
-queries and keys are rotated together with cos/sin tables computed once, and RMSNorm is one torch call.
+queries and keys are rotated together with cos/sin tables computed once, RMSNorm avoids the slow CPU
+composite of ``F.rms_norm`` (see `_rms_norm`), and the cache cuts its per-layer views once per step.
 """
 
 from __future__ import annotations
@@ -320,9 +321,10 @@ class _Rotary:
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` (B, T, N, D) by cos/sin (T, 1, D) from `_Rotary` (sin with its first half negated)."""
-    B, T, N, D = x.shape
-    swapped = x.view(B, T, N, 2, D // 2).flip(3).view(B, T, N, D)  # halves exchanged
-    return x * cos + swapped * sin
+    swapped = torch.roll(x, x.shape[-1] // 2, -1)  # halves exchanged (one call; a flip needs two views too)
+    if x.dtype == torch.float32:
+        return x * cos + swapped * sin  # the reference's roundings (tests/test_perf_llama.py: bit-identical)
+    return torch.addcmul(x * cos, swapped, sin)  # 16-bit: one call fewer (and one rounding fewer)
 
 
 def _band_mask(start: int, end: int, window: int, device: torch.device) -> torch.Tensor:
@@ -334,10 +336,34 @@ def _band_mask(start: int, end: int, window: int, device: torch.device) -> torch
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm, statistics in float32: torch's fused kernel. In float32 it is the reference arithmetic
-    exactly; in 16-bit dtypes it rounds once at the end instead of also before the weight (closer to the
-    float32 result than the reference's two roundings)."""
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    """RMSNorm over the last dimension, statistics in float32: in float32 the reference arithmetic exactly,
+    ``weight * (x · rsqrt(mean(x²) + eps))``; in 16-bit dtypes all of it in float32 and rounded once at the end
+    (closer to the float32 result than the reference's rounding before the weight too).
+
+    Written out rather than ``F.rms_norm``: on CPU that is a composite of about a dozen calls, two of them
+    with Python-number operands (slow: each wraps the number into a tensor); here the divisor and eps are
+    0-dim tensors made once, the mean and eps one ``addcdiv``, and the float32 results are the same bits
+    (tests/test_perf_llama.py)."""
+    n, e = _norm_constants(x.shape[-1], eps, x.device)
+    xf = x if x.dtype == torch.float32 else x.float()
+    ss = (xf * xf).sum(-1, keepdim=True)  # (..., 1) float32: Σx²
+    r = torch.addcdiv(e, ss, n).rsqrt_()  # eps + Σx²/C: the mean as torch.mean divides, then eps (1·q is exact)
+    if xf is x:
+        return weight * (x * r)
+    return (xf * r * weight).to(x.dtype)  # the weight widened to float32 inside the product
+
+
+_NORM_CONSTANTS: dict[tuple[int, float, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(width: int, eps: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The width and eps of an RMSNorm as 0-dim float32 tensors on ``device``, made once."""
+    key = (width, eps, device)
+    c = _NORM_CONSTANTS.get(key)
+    if c is None:
+        c = _NORM_CONSTANTS[key] = (torch.tensor(float(width), device=device),
+                                    torch.tensor(eps, dtype=torch.float32, device=device))
+    return c
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -480,15 +506,28 @@ class KVCache:
         check_cache(shape, dtype)
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, KVH, S, D)
-        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer: (B, KVH, S, D) views
         self.max_len = max_len
+        self._step: tuple[int, int, torch.Tensor, torch.Tensor] | None = None  # (start, T, k, v) of the views below
+        self._write: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, KVH, T, D) at start..end-1
+        self._read: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (B, KVH, end, D) at 0..end-1
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ck, cv = self._layers[layer]
-        T = k.shape[2]  # k, v: (B, KVH, T, D)
-        ck.narrow(2, start, T).copy_(k)
-        cv.narrow(2, start, T).copy_(v)
-        return ck.narrow(2, 0, start + T), cv.narrow(2, 0, start + T)  # (B, KVH, start+T, D)
+        """Store ``k``, ``v`` (B, KVH, T, D) of positions start..start+T-1 for ``layer``; returns the layer's
+        keys and values of positions 0..start+T-1, (B, KVH, start+T, D) views of the cache.
+
+        A step calls this once per layer with the same positions: the views of every layer are cut once
+        per step (two calls per layer remain, the copies), not four times per layer."""
+        T = k.shape[2]
+        step = self._step
+        if step is None or step[0] != start or step[1] != T or step[2] is not self.k or step[3] is not self.v:
+            end = start + T
+            self._write = list(zip(self.k.narrow(3, start, T).unbind(0), self.v.narrow(3, start, T).unbind(0)))
+            self._read = list(zip(self.k.narrow(3, 0, end).unbind(0), self.v.narrow(3, 0, end).unbind(0)))
+            self._step = (start, T, self.k, self.v)  # the tensors too: views of replaced ones would be stale
+        wk, wv = self._write[layer]
+        wk.copy_(k)
+        wv.copy_(v)
+        return self._read[layer]
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -654,25 +693,21 @@ class Llama:
         cfg = self.config
         H, KVH, D, eps = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.rms_norm_eps
         B, T, _ = h.shape
-        if type(blk.qkv) is Concat:  # separate weights: three products, nothing to concatenate
-            q_lin, k_lin, v_lin = blk.qkv.layers
-            q, k = q_lin(h).view(B, T, H, D), k_lin(h).view(B, T, KVH, D)
-            if blk.q_norm is not None:
-                q, k = _rms_norm(q, blk.q_norm, eps), _rms_norm(k, blk.k_norm, eps)
-            q = _rope(q, cos, sin).transpose(1, 2)  # (B, H, T, D)
-            k = _rope(k, cos, sin).transpose(1, 2)  # (B, KVH, T, D)
-            v = v_lin(h).view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-            return q, k, v
         NQK = H + KVH  # heads that are rotated: the queries, then the keys
-        qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
-        qk = qkv[..., : NQK * D].view(B, T, NQK, D)
+        if type(blk.qkv) is Concat:  # separate weights: three products; q and k side by side for one rotation
+            q_lin, k_lin, v_lin = blk.qkv.layers
+            qk = torch.cat((q_lin(h), k_lin(h)), dim=-1).view(B, T, NQK, D)  # (B, T, H + KVH, D)
+            v = v_lin(h).view(B, T, KVH, D)  # (B, T, KVH, D)
+        else:
+            qkv = blk.qkv(h)  # (B, T, (H + 2·KVH)·D)
+            qk = qkv[..., : NQK * D].view(B, T, NQK, D)
+            v = qkv[..., NQK * D :].view(B, T, KVH, D)
         if blk.qk_norm is not None:  # normalised per head, then each head's own weight (H + KVH, D)
-            qk = F.rms_norm(qk, (D,), None, eps) * blk.qk_norm
+            qk = _rms_norm(qk, blk.qk_norm, eps)  # (B, T, H + KVH, D)
         qk = _rope(qk, cos, sin)  # (B, T, H + KVH, D)
         q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
         k = qk[:, :, H:].transpose(1, 2)  # (B, KVH, T, D)
-        v = qkv[..., NQK * D :].view(B, T, KVH, D).transpose(1, 2)  # (B, KVH, T, D)
-        return q, k, v
+        return q, k, v.transpose(1, 2)  # v: (B, KVH, T, D)
 
     def forward(self, ids: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         """Float32 logits of the last position, (B, V), for ``ids`` (B, T) at positions start..start+T-1."""
@@ -736,11 +771,23 @@ class Llama:
                 masks: "_Masks") -> torch.Tensor:
         """Attention (B, H, T, D) of the queries q (B, H, T, D) at positions start.. over the keys and values
         k, v (B, KVH, end, D) of every position so far. A sliding layer past its window reads only the last
-        W positions for one new token and uses the banded mask for several; otherwise plain causal."""
-        T, end, W = q.shape[2], k.shape[2], self.config.sliding_window
-        if blk.sliding and W is not None and end > W:
-            if T == 1:
-                k, v = k[:, :, end - W :], v[:, :, end - W :]  # (B, KVH, W, D)
+        W positions for one new token and uses the banded mask for several; otherwise plain causal.
+
+        One query position in a 16-bit dtype with grouped heads: the H / KVH queries that share a key/value
+        head are passed as that head's rows (B, KVH, H / KVH, D), one ordinary attention call with nothing
+        to mask (SDPA's grouped-query mode is several times slower there in bfloat16 on CPU: 1.25 ms vs
+        0.26 ms at 300 positions, SmolLM2's heads). Float32 keeps the grouped-query call, whose results
+        the reference implementations reproduce bit for bit; regrouped they differ in the last bits."""
+        B, H, T, D = q.shape
+        end, W = k.shape[2], self.config.sliding_window
+        sliding = blk.sliding and W is not None and end > W
+        if sliding and T == 1:
+            k, v = k[:, :, end - W :], v[:, :, end - W :]  # (B, KVH, W, D)
+        if T == 1 and self.gqa and q.dtype != torch.float32:
+            KVH = k.shape[1]
+            o = F.scaled_dot_product_attention(q.reshape(B, KVH, H // KVH, D), k, v, scale=self.scale)
+            return o.view(B, H, 1, D)
+        if sliding:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=masks.band, scale=self.scale,
                                                   enable_gqa=self.gqa)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=masks.full, is_causal=T > 1 and start == 0,

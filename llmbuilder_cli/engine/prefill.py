@@ -16,11 +16,33 @@ prefill; the others prefill alone (one product of a few rows costs about one dec
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["PROBE_ROWS", "exact_row_counts", "packs_exactly"]
+__all__ = ["PROBE_ROWS", "PackedLayout", "exact_row_counts", "packed_layout", "packs_exactly"]
+
+class PackedLayout(NamedTuple):
+    """Where each of S sequences sits in a packed prefill of N = ΣT_s rows."""
+
+    lengths: list[int]  # T_s: new tokens of sequence s
+    ends: list[int]  # its positions run starts[s] .. ends[s]-1
+    offsets: list[int]  # its first row among the N packed rows
+    positions: torch.Tensor  # (N,) the absolute position of every packed row
+
+
+def packed_layout(ids: list[torch.Tensor], starts: list[int], context: int, what: str,
+                  device: torch.device) -> PackedLayout:
+    """The layout of the sequences ``ids[s]`` (T_s,) starting at ``starts[s]``, for a model's ``prefill``;
+    a ValueError naming ``what`` (the model's word for its ``context``) when a position passes it."""
+    lengths = [int(t.shape[0]) for t in ids]
+    ends = [s + n for s, n in zip(starts, lengths)]
+    if max(ends) > context:
+        raise ValueError(f"position {max(ends) - 1} exceeds the {what} {context}")
+    offsets = [sum(lengths[:j]) for j in range(len(lengths))]
+    positions = torch.cat([torch.arange(s, e, device=device) for s, e in zip(starts, ends)])  # (N,)
+    return PackedLayout(lengths, ends, offsets, positions)
+
 
 PROBE_ROWS = 32  # row counts above this are taken to compute every row as any larger product does
 

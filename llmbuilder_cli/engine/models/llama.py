@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, Concat, LinearLike, fuses_layers, is_int4, make_linear, quantize_blocks
 from ..limits import check_cache
+from ..prefill import packed_layout
 
 __all__ = ["LlamaConfig", "KVCache", "Llama", "LAYER_TYPES", "ROPE_TYPES", "MODEL_TYPES"]
 
@@ -822,17 +823,12 @@ class Llama:
         cfg = self.config
         if not self.batched_decode:
             raise ValueError("this model's rotary embedding cannot run sequences of different lengths together")
-        lengths = [int(t.shape[0]) for t in ids]
-        ends = [s + n for s, n in zip(starts, lengths)]
-        if max(ends) > cfg.block_size:
-            raise ValueError(f"position {max(ends) - 1} exceeds the context length {cfg.block_size}")
+        lengths, ends, offsets, pos = packed_layout(ids, starts, cfg.block_size, "context length", self.device)
         H, D, eps = cfg.n_head, cfg.head_dim, cfg.rms_norm_eps
         N = sum(lengths)
         x = self.embed(torch.cat(ids).unsqueeze(0))  # (1, N, C)
         cos, sin = self.rotary.cos_sin(0, max(ends), x.dtype)  # (n, D) each
-        pos = torch.cat([torch.arange(s, e, device=x.device) for s, e in zip(starts, ends)])  # (N,)
         cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (N, 1, D): each token its own angles
-        offsets = [sum(lengths[:j]) for j in range(len(lengths))]
         masks = [self._masks(s, n, x.device) for s, n in zip(starts, lengths)]  # as `forward` for each alone
         for i, blk in enumerate(self.blocks):
             q, k, v = self._qkv(blk, _rms_norm(x, blk.ln1, eps), cos, sin)  # (1, H|KVH, N, D)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..limits import check_cache
+from ..prefill import packed_layout
 
 __all__ = ["GPTConfig", "KVCache", "LLMBuilderGPT"]
 
@@ -204,16 +205,11 @@ class LLMBuilderGPT:
         results are bit-identical to `forward` whenever the linear layers compute a sequence's rows as they
         do alone (see ``engine/prefill.py``)."""
         cfg = self.config
-        lengths = [int(t.shape[0]) for t in ids]
-        ends = [s + n for s, n in zip(starts, lengths)]
-        if max(ends) > cfg.block_size:
-            raise ValueError(f"position {max(ends) - 1} exceeds the block size {cfg.block_size}")
+        dev = self.device
+        lengths, ends, offsets, pos = packed_layout(ids, starts, cfg.block_size, "block size", dev)
         H, D, C = cfg.n_head, cfg.head_dim, cfg.n_embd
         N = sum(lengths)
-        dev = self.device
-        pos = torch.cat([torch.arange(s, e, device=dev) for s, e in zip(starts, ends)])  # (N,)
         x = (self.tok_emb[torch.cat(ids)] + self.pos_emb[pos]).unsqueeze(0)  # (1, N, C)
-        offsets = [sum(lengths[:j]) for j in range(len(lengths))]
         # As `forward`: query t (absolute start+t) may see keys u <= start+t.  (T_s, end_s), True = hidden
         masks = [torch.ones(n, e, dtype=torch.bool, device=dev).triu_(s + 1) if n > 1 else None
                  for s, e, n in zip(starts, ends, lengths)]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from llmbuilder_cli.engine.kernels.int4 import GROUP, KERNEL_MAX_ROWS, Int4Linear, _pack, supports_int4
-from llmbuilder_cli.engine.kernels import Int8Linear, make_linear, quantize_blocks
+from llmbuilder_cli.engine.kernels import Int8Linear, dense, make_linear, quantize_blocks
 from llmbuilder_cli.engine.loading import load
 from llmbuilder_cli.errors import UsageError
 from conftest import MODEL_PT, TOKENIZER_DIR, cli_cmd, cli_env
@@ -130,3 +130,18 @@ def test_int4_from_the_command_line():
     assert p.returncode == 0, p.stderr
     record = json.loads(p.stdout)
     assert "Berlin" in record["text"] and record["model"]["weights"] == "int4"
+
+
+@needs_kernel
+@pytest.mark.skipif(not dense.float_products_pay(torch.device("cpu"), torch.bfloat16),
+                    reason="this CPU has native bfloat16 products: the dense path keeps F.linear")
+def test_a_bfloat16_prompt_is_the_float32_product_rounded_once():
+    """From KERNEL_MAX_ROWS rows with bfloat16 activations on a CPU without bfloat16 products: float32
+    products over blocks of the unpacked weight, rounded once (bfloat16 F.linear took 18 s for a 512-token
+    SmolLM2 prompt)."""
+    w, b = _weights(1040, 64, seed=7), torch.randn(1040) * 0.1  # several weight blocks
+    lin = make_linear(w, b.bfloat16(), quantize="int4", dtype=torch.bfloat16)
+    x = torch.randn(1, KERNEL_MAX_ROWS, 64, generator=torch.Generator().manual_seed(8)).bfloat16()
+    xt = x[0].float().t().contiguous()  # (64, M)
+    expected = lin._dense(slice(None), torch.float32) @ xt + b.bfloat16().float()[:, None]  # (1040, M)
+    assert torch.equal(lin(x), expected.t().bfloat16()[None])

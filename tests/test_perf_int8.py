@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmbuilder_cli.engine.kernels import dense
 from llmbuilder_cli.engine.kernels import (
     Int8Linear,
     has_int8_kernel,
@@ -121,3 +122,20 @@ def test_int8_quality_on_smollm2_perplexity_and_top1_agreement():
     agreement = sum(a == b for a, b in zip(top32, top8)) / len(top32)
     assert ppl8 <= ppl32 * 1.03, (ppl8, ppl32)
     assert agreement >= 0.9, agreement
+
+
+@pytest.mark.skipif(not dense.float_products_pay(torch.device("cpu"), torch.bfloat16),
+                    reason="this CPU has native bfloat16 products: the dense path keeps F.linear")
+@pytest.mark.parametrize("n", [40, 1100])  # 1100 rows of output: several weight blocks
+def test_a_bfloat16_prompt_is_the_float32_product_rounded_once(n):
+    """A prompt (16 rows or more) with bfloat16 activations on a CPU without bfloat16 products: float32
+    products over blocks of the int8 codes, scaled and biased in float32, rounded to bfloat16 once (the
+    bfloat16 F.linear it replaces took 16 s for a 512-token SmolLM2 prompt)."""
+    w, b = _weights(n, 64, seed=5), torch.randn(n) * 0.1
+    lin = quantize_int8(w, b.bfloat16(), torch.bfloat16)
+    x = torch.randn(2, 20, 64, generator=torch.Generator().manual_seed(6)).bfloat16()
+    xt = x.reshape(-1, 64).float().t().contiguous()  # (64, 40)
+    expected = (lin.qweight.float() @ xt) * lin.scale.float()[:, None] + b.bfloat16().float()[:, None]  # (n, 40)
+    got = lin(x)
+    assert got.shape == (2, 20, n) and got.dtype == torch.bfloat16
+    assert torch.equal(got, expected.t().bfloat16().view(2, 20, n))

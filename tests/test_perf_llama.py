@@ -185,7 +185,8 @@ def test_bfloat16_one_row_product_equals_f_linear():
 def test_several_bfloat16_rows_are_the_float32_product_rounded_once(shape):
     """From BLOCKED_MIN_ROWS rows, on a CPU without bfloat16 instructions, the product runs in float32 on
     weight blocks (faster than bfloat16 F.linear there): exactly the float32 product of the bfloat16
-    values, rounded to bfloat16 once; fewer rows keep their path."""
+    values, taken as ``W @ x.T`` (the weight's rows split among threads), rounded to bfloat16 once, so
+    cutting the weight into blocks changes nothing; fewer rows keep their path."""
     g = torch.Generator().manual_seed(2)
     N, K = shape
     w, b = (0.05 * torch.randn(N, K, generator=g)).bfloat16(), torch.randn(N, generator=g).bfloat16()
@@ -194,8 +195,13 @@ def test_several_bfloat16_rows_are_the_float32_product_rounded_once(shape):
         x = torch.randn(2, 5, K, generator=g).bfloat16()  # 10 rows
         y = lin(x)
         assert y.shape == (2, 5, N) and y.dtype == torch.bfloat16
-        assert torch.equal(y, F.linear(x.float(), w.float(), None if bias is None else bias.float()).bfloat16())
-        few = x[0, : dense.BLOCKED_MIN_ROWS - 1]
+        whole = (w.float() @ x.reshape(-1, K).float().t().contiguous()).t()  # (10, N): one float32 product
+        if bias is not None:
+            whole = whole + bias.float()
+        assert torch.equal(y, whole.bfloat16().view(2, 5, N))
+        torch.testing.assert_close(y.float(), F.linear(x.float(), w.float(), None if bias is None else bias.float()),
+                                   rtol=1e-2, atol=1e-2)
+        few = x.reshape(-1, K)[: dense.BLOCKED_MIN_ROWS - 1]
         assert torch.equal(lin(few), F.linear(few, w, bias))
 
 
@@ -269,3 +275,18 @@ def test_cache_update_writes_each_layer_and_returns_its_prefix():
     cache.k = cache.k.clone()  # replaced storage: the next update must not write through views of the old one
     cache.update(1, 4, torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
     assert torch.equal(cache.k[1, :, :, 4], torch.ones(1, 2, 4))
+
+
+@pytest.mark.skipif(dense._native_bf16(), reason="this CPU has native bfloat16 products: F.linear is kept")
+def test_plain_weight_products_take_the_same_paths():
+    """`dense.linear` (llmbuilder's GPT multiplies its plain weight tensors with it): float32 and a few
+    bfloat16 rows are F.linear itself; from BLOCKED_MIN_ROWS bfloat16 rows, the float32 product rounded once."""
+    g = torch.Generator().manual_seed(4)
+    w, b = (0.05 * torch.randn(700, 64, generator=g)), torch.randn(700, generator=g)
+    x = torch.randn(12, 64, generator=g)
+    assert torch.equal(dense.linear(x, w, b), F.linear(x, w, b))
+    wb, bb, xb = w.bfloat16(), b.bfloat16(), x.bfloat16()
+    few = xb[: dense.BLOCKED_MIN_ROWS - 1]
+    assert torch.equal(dense.linear(few, wb, bb), F.linear(few, wb, bb))
+    expected = (wb.float() @ xb.float().t().contiguous() + bb.float()[:, None]).t().bfloat16()  # (12, 700)
+    assert torch.equal(dense.linear(xb, wb, bb), expected)

@@ -1,25 +1,31 @@
 """Dense linear layers in the activation dtype: `Linear` (``F.linear``; ``torch.mv`` for one bfloat16 row on
-CPU, which streams the weights faster; float32 products on float32 copies of weight blocks for several
+CPU, which streams the weights faster; float32 products over float32 copies of weight blocks for several
 bfloat16 rows on a CPU without bfloat16 matrix instructions), `Concat` (separate layers standing for a fused
-one) and `fuses_layers` (when a model should fuse parallel projections).
+one), `fuses_layers` (when a model should fuse parallel projections) and `float_block_product`, the blocked
+float32 product the int8 and int4 layers use for a prompt as well.
 
 Several bfloat16 rows (a batched decode step, a prompt): on a CPU whose oneDNN has no native bfloat16
 path (AVX2, no AVX512-BF16/AMX: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` false), ``F.linear``
 costs about one pass over the weight per row, so batching gains nothing. Converting the weight to float32
-in blocks of about 147k elements (cache-sized: 256 rows of width 576) and multiplying each with float32's
+in blocks of about 295k elements (cache-sized: 512 rows of width 576) and multiplying each with float32's
 product reads the bfloat16 weight once for all rows; float32 copies are never kept (memory stays that of
-bfloat16). Measured on SmolLM2's shapes (1 thread, median of noisy runs on a shared 2-core AMD EPYC,
-ms): 576x576 at 8 rows 2.46 -> 1.09, at 32 rows 10.1 -> 2.6; 1536x576 at 32 rows 26.0 -> 7.0;
-49152x576 (the head) at 4 rows 113 -> 75, at 32 rows 899 -> 228. At 2 rows it is mixed (576x1536:
-0.64 -> 1.00), so it starts at `BLOCKED_MIN_ROWS`. Other formulations measured no better than
-``F.linear``: a ``torch.mv`` per row, ``torch.matmul`` with the transposed weight, a transposed copy.
+bfloat16). Each block is the left operand: ``block (n, K) @ x.T (K, M)`` gives the block's output rows
+transposed. MKL splits that product along the weight's rows, where ``x @ block.T`` (M small) left one of
+two threads mostly idle: measured on an idle 2-vCPU AMD EPYC, 2 threads, float32 at 32 rows 28-30 vs
+18-19 GFLOPS. SmolLM2's shapes there (ms, bfloat16 in and out, medians): 1536x576 at 32 rows
+``F.linear`` 9.3, ``x @ block.T`` 3.5, ``block @ x.T`` 2.5; 3072x576 at 32 rows 11.2 / 6.6 / 2.9;
+49152x576 (the head) at 16 rows 56 (``x @ block.T``) vs 32, at 32 rows 71 vs 52. At 8 rows the blocked
+product and ``F.linear`` are even (1536x576: 2.6 vs 2.6 ms; the head 41 vs 46) and below it ``F.linear``
+is faster (4 rows: 1.4 vs 1.9 ms), so blocks start at `BLOCKED_MIN_ROWS`. Other formulations measured no
+better than ``F.linear`` for a few rows: a ``torch.mv`` per row, ``torch.matmul`` with the transposed
+weight, a transposed copy.
 
 Every layer object is called as ``layer(x)`` with ``x`` (..., K) → (..., N), in the activation dtype.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +33,10 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from . import LinearLike
 
-__all__ = ["Linear", "Concat", "fuses_layers", "BLOCKED_MIN_ROWS"]
+__all__ = ["Linear", "Concat", "fuses_layers", "BLOCKED_MIN_ROWS", "float_block_product", "float_products_pay", "linear"]
 
-BLOCKED_MIN_ROWS = 4  # bfloat16 rows from which float32 products on weight blocks pay (see the module doc)
-_BLOCK_ELEMENTS = 256 * 576  # weight elements converted at a time
+BLOCKED_MIN_ROWS = 8  # bfloat16 rows from which float32 products on weight blocks pay (see the module doc)
+_BLOCK_ELEMENTS = 512 * 576  # weight elements converted at a time (1.2 MB of float32)
 
 
 def _native_bf16() -> bool:
@@ -39,6 +45,46 @@ def _native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the query
         return True
+
+
+def float_products_pay(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether several rows in ``dtype`` run faster as float32 products over weight blocks
+    (`float_block_product`) than as a product in ``dtype``: bfloat16 on a CPU without its instructions."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and not _native_bf16()
+
+
+def float_block_product(x: torch.Tensor, out_features: int,
+                        block: Callable[[int, int, torch.Tensor], torch.Tensor],
+                        scale: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T * scale + bias`` for rows x (..., K), computed in float32 and rounded to x's dtype once.
+
+    The weight W (N, K) is never whole in float32: ``block(r, n, buf)`` returns its rows r..r+n-1 as
+    float32 (n, K), written into ``buf`` (n, K) or made anew; each block multiplies all rows at once as
+    ``block @ x.T`` (see the module doc). ``scale`` (N,) multiplies each output column (int8's
+    per-channel scales), ``bias`` (N,) is added."""
+    N, K = out_features, x.shape[-1]
+    xt = x.reshape(-1, K).t().float().contiguous()  # (K, M)
+    out_t = torch.empty(N, xt.shape[1], dtype=torch.float32, device=x.device)  # (N, M): the output transposed
+    step = min(N, max(16, _BLOCK_ELEMENTS // K))
+    buf = torch.empty(step, K, dtype=torch.float32, device=x.device)  # (step, K), reused by every block
+    for r in range(0, N, step):
+        n = min(step, N - r)
+        torch.mm(block(r, n, buf[:n]), xt, out=out_t[r : r + n])  # (n, M)
+    if scale is not None:
+        out_t.mul_(scale.float().unsqueeze(1))  # (N, M) * (N, 1)
+    if bias is not None:
+        out_t.add_(bias.float().unsqueeze(1))  # (N, M) + (N, 1)
+    y = torch.empty(xt.shape[1], N, dtype=x.dtype, device=x.device)  # (M, N)
+    y.copy_(out_t.t())  # transposed back, rounded once
+    return y.view(*x.shape[:-1], N)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a plain weight tensor (N, K), except several bfloat16 rows where
+    `float_products_pay`: then the blocked float32 product (one row, and float32, stay ``F.linear``)."""
+    if x.numel() >= BLOCKED_MIN_ROWS * x.shape[-1] and float_products_pay(weight.device, weight.dtype):
+        return float_block_product(x, weight.shape[0], lambda r, n, buf: buf.copy_(weight[r : r + n]), bias=bias)
+    return F.linear(x, weight, bias)
 
 
 class Linear:
@@ -52,7 +98,7 @@ class Linear:
         # One-row bfloat16 products on CPU: torch.mv streams the weights faster than F.linear (in float16
         # it is slower: 6.8 vs 13.3 GB/s, so float16 keeps F.linear).
         self._mv = weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-        self._blocked = self._mv and weight.dim() == 2 and not _native_bf16()
+        self._blocked = weight.dim() == 2 and float_products_pay(weight.device, weight.dtype)
 
     @property
     def out_features(self) -> int:
@@ -70,21 +116,12 @@ class Linear:
                 y = y + self.bias
             return y.view(*x.shape[:-1], y.shape[0])
         if self._blocked and x.numel() >= BLOCKED_MIN_ROWS * x.shape[-1]:
-            return self._float_blocks(x)
+            return float_block_product(x, self.weight.shape[0], self._block, bias=self.bias)
         return F.linear(x, self.weight, self.bias)
 
-    def _float_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear`` for several bfloat16 rows x (..., K): float32 products of the rows with float32
-        copies of blocks of the weight's rows, one block at a time (see the module doc)."""
-        N, K = self.weight.shape
-        rows = x.reshape(-1, K).float()  # (M, K)
-        out = torch.empty(rows.shape[0], N, dtype=torch.float32, device=x.device)  # (M, N)
-        step = max(16, _BLOCK_ELEMENTS // K)
-        for r in range(0, N, step):
-            torch.mm(rows, self.weight[r : r + step].float().t(), out=out[:, r : r + step])  # (M, step)
-        if self.bias is not None:
-            out += self.bias
-        return out.to(x.dtype).view(*x.shape[:-1], N)
+    def _block(self, r: int, n: int, buf: torch.Tensor) -> torch.Tensor:
+        """Rows r..r+n-1 of the weight in float32, in ``buf`` (n, K)."""
+        return buf.copy_(self.weight[r : r + n])
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows of the weight for an embedding lookup (a tied head is also the token embedding)."""

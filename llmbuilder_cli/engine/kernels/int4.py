@@ -12,7 +12,8 @@ Decoding one token multiplies one row of activations by every weight: the kernel
 int8's bytes and runs about 2.5x faster than the int8 kernel on SmolLM2's shapes (2-core AVX-512 CPU;
 benchmarks/README.md). Its cost grows with every row, so a prompt of `KERNEL_MAX_ROWS` rows or more
 is multiplied densely instead: the codes are kept a second time in a plain layout (two per byte, low
-nibble first), unpacked per call (torch's packed layout is its own). Memory is therefore about that of
+nibble first), unpacked per call (torch's packed layout is its own); with bfloat16 activations on a CPU
+without bfloat16 products, unpacked block by block into float32 products (``dense.float_block_product``). Memory is therefore about that of
 int8 weights; the gain is speed.
 
 Shapes: the kernel needs N a multiple of 16 and K of `GROUP`; `supports_int4` says whether a weight qualifies
@@ -25,6 +26,8 @@ from typing import Iterable, Union
 
 import torch
 import torch.nn.functional as F
+
+from .dense import float_block_product, float_products_pay
 
 __all__ = ["GROUP", "KERNEL_MAX_ROWS", "Int4Linear", "Int4Rows", "quantize_int4_blocks", "supports_int4"]
 
@@ -81,6 +84,8 @@ class Int4Linear:
             if y.dtype != x.dtype:
                 y = y.to(x.dtype)
             y = y.view(*shape[:-1], y.shape[-1])
+        elif float_products_pay(x.device, x.dtype):  # a bfloat16 prompt: float32 products over unpacked blocks
+            return float_block_product(x, self.codes.shape[0], self._float_rows, bias=self.bias)
         else:  # a prompt: one dense product with the weight unpacked for this call
             y = F.linear(x, self._dense(slice(None), x.dtype))
         if self.bias is not None:
@@ -91,6 +96,10 @@ class Int4Linear:
         """Dequantized rows (an int4 tied head is also the token embedding): (*ids.shape, K)."""
         flat = ids.reshape(-1)
         return self._dense(flat, self.dtype).view(*ids.shape, -1)
+
+    def _float_rows(self, r: int, n: int, buf: torch.Tensor) -> torch.Tensor:
+        """Rows r..r+n-1 of the weight in float32 (n, K) (``buf`` unused: unpacking makes its own)."""
+        return self._dense(slice(r, r + n), torch.float32)
 
     def _dense(self, rows: slice | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Rows of the weight in ``dtype``: (n, K)."""

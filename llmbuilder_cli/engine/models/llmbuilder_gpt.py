@@ -11,7 +11,8 @@ full forward of a window starting at position 0, which is what llmbuilder does o
 sequence is longer than the block size (the caller handles that policy, see ``engine/generate.py``).
 Only the logits of the last position are computed. `decode_step` runs one new token of each of several
 sequences at their own positions, each with its own cache, and `prefill` the new tokens of several
-sequences packed into one (see ``engine/batching.py``).
+sequences packed into one (see ``engine/batching.py``). Products are ``F.linear`` except several bfloat16
+rows on a CPU without bfloat16 instructions (``kernels.dense.linear``: float32 products over weight blocks).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..kernels.dense import linear
 from ..limits import check_cache
 from ..prefill import packed_layout
 
@@ -139,7 +141,7 @@ class LLMBuilderGPT:
             mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).triu_(start + 1)
         for i, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (C,), blk.ln1_w, blk.ln1_b, LAYER_NORM_EPS)  # (B, T, C)
-            qkv = F.linear(h, blk.qkv_w)  # (B, T, 3C)
+            qkv = linear(h, blk.qkv_w)  # (B, T, 3C)
             q, k, v = qkv.split(C, dim=2)  # each (B, T, C)
             q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
             k = k.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
@@ -151,11 +153,11 @@ class LLMBuilderGPT:
                 att = att.masked_fill(mask, float("-inf"))
             att = torch.softmax(att, dim=-1)
             o = (att @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C), head-major channels
-            x = x + F.linear(o, blk.out_w, blk.out_b)
+            x = x + linear(o, blk.out_w, blk.out_b)
             h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
-            x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
+            x = x + linear(F.gelu(linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
         last = F.layer_norm(x[:, -1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)  # (B, C)
-        return F.linear(last, self.lm_head)  # (B, V)
+        return linear(last, self.lm_head)  # (B, V)
 
     def decode_step(self, ids: torch.Tensor, positions: list[int], caches: list[KVCache]) -> torch.Tensor:
         """Logits (B, V) of one new token per sequence: ``ids`` (B,), row b at position ``positions[b]``
@@ -172,7 +174,7 @@ class LLMBuilderGPT:
         x = (self.tok_emb[ids] + self.pos_emb[pos]).unsqueeze(1)  # (B, 1, C)
         for i, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (C,), blk.ln1_w, blk.ln1_b, LAYER_NORM_EPS)  # (B, 1, C)
-            q, k, v = F.linear(h, blk.qkv_w).split(C, dim=2)  # each (B, 1, C)
+            q, k, v = linear(h, blk.qkv_w).split(C, dim=2)  # each (B, 1, C)
             q = q.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
             k = k.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
             v = v.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
@@ -182,18 +184,18 @@ class LLMBuilderGPT:
                 att = torch.softmax((q[b : b + 1] @ kb.transpose(-2, -1)) * self.scale, dim=-1)  # (1, H, 1, start+1)
                 rows.append(att @ vb)  # (1, H, 1, D)
             o = torch.cat(rows).transpose(1, 2).reshape(B, 1, C)  # (B, 1, C)
-            x = x + F.linear(o, blk.out_w, blk.out_b)
+            x = x + linear(o, blk.out_w, blk.out_b)
             h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
-            x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)
+            x = x + linear(F.gelu(linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)
         last = F.layer_norm(x[:, -1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)  # (B, C)
-        return F.linear(last, self.lm_head)  # (B, V)
+        return linear(last, self.lm_head)  # (B, V)
 
     def row_products(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
         """The linear layers of one block with their input widths: what `prefill` runs on packed rows
         (``engine/prefill.py`` probes which row counts they compute exactly as a larger product does)."""
         blk, C = self.blocks[0], self.config.n_embd
-        return [(lambda h: F.linear(h, blk.qkv_w), C), (lambda h: F.linear(h, blk.out_w, blk.out_b), C),
-                (lambda h: F.linear(h, blk.fc1_w, blk.fc1_b), C), (lambda h: F.linear(h, blk.fc2_w, blk.fc2_b), 4 * C)]
+        return [(lambda h: linear(h, blk.qkv_w), C), (lambda h: linear(h, blk.out_w, blk.out_b), C),
+                (lambda h: linear(h, blk.fc1_w, blk.fc1_b), C), (lambda h: linear(h, blk.fc2_w, blk.fc2_b), 4 * C)]
 
     def prefill(self, ids: list[torch.Tensor], starts: list[int], caches: list[KVCache]) -> torch.Tensor:
         """Logits (S, V) of the last position of each of S sequences, their new tokens run as one packed
@@ -215,7 +217,7 @@ class LLMBuilderGPT:
                  for s, e, n in zip(starts, ends, lengths)]
         for i, blk in enumerate(self.blocks):
             h = F.layer_norm(x, (C,), blk.ln1_w, blk.ln1_b, LAYER_NORM_EPS)  # (1, N, C)
-            q, k, v = F.linear(h, blk.qkv_w).split(C, dim=2)  # each (1, N, C)
+            q, k, v = linear(h, blk.qkv_w).split(C, dim=2)  # each (1, N, C)
             q = q.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
             k = k.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
             v = v.view(1, N, H, D).transpose(1, 2)  # (1, H, N, D)
@@ -227,9 +229,9 @@ class LLMBuilderGPT:
                     att = att.masked_fill(mask, float("-inf"))
                 rows.append(torch.softmax(att, dim=-1) @ vb)  # (1, H, T_s, D)
             o = torch.cat(rows, dim=2).transpose(1, 2).reshape(1, N, C)  # (1, N, C), head-major channels
-            x = x + F.linear(o, blk.out_w, blk.out_b)
+            x = x + linear(o, blk.out_w, blk.out_b)
             h = F.layer_norm(x, (C,), blk.ln2_w, blk.ln2_b, LAYER_NORM_EPS)
-            x = x + F.linear(F.gelu(F.linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
+            x = x + linear(F.gelu(linear(h, blk.fc1_w, blk.fc1_b)), blk.fc2_w, blk.fc2_b)  # exact GELU
         last = [F.layer_norm(x[:, off + n - 1, :], (C,), self.ln_f_w, self.ln_f_b, LAYER_NORM_EPS)
                 for off, n in zip(offsets, lengths)]  # (1, C) each
-        return torch.cat([F.linear(h, self.lm_head) for h in last])  # (S, V)
+        return torch.cat([linear(h, self.lm_head) for h in last])  # (S, V)

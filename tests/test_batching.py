@@ -344,6 +344,37 @@ def test_a_shared_prefix_is_computed_once_and_the_lines_equal_one_at_a_time(tiny
     assert sorted([n for call in packed for n in call] + alone) == sorted(list(map(len, ids)) * 2)
 
 
+def test_kept_prefixes_count_against_the_memory_budget(tiny_loaded):
+    """A kept shared prefix takes memory: when the next streams' caches need its room, it is dropped (the
+    prompts then prefill the prefix again) and the lines are unchanged."""
+    a, b = SYSTEM + QUESTIONS[0], SYSTEM + QUESTIONS[1]
+    prompts = [a, b, a, b]
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=6, ignore_eos=True)
+    expected = _alone(tiny_loaded, prompts, cfg)
+    ids = [TextStream(tiny_loaded, p, cfg).prompt_ids for p in prompts]
+    shared = next(i for i in range(min(map(len, ids))) if ids[0][i] != ids[1][i])
+    per = cache_bytes_per_position(tiny_loaded.model)
+    pair = sum(len(x) + cfg.max_new_tokens - 1 for x in ids[:2]) * per  # the caches of a and b together
+
+    def run_with(budget):
+        packed, alone, restore = _counting_prefill(tiny_loaded.model)
+        try:
+            done = {d.index: d.result.token_ids for d in run_streams(
+                lambda i: TextStream(tiny_loaded, prompts[i], cfg), 4, max_active=2, memory_budget=budget,
+                share_prefix=SHARE_PREFIX)}
+        finally:
+            restore()
+        assert [done[i] for i in range(4)] == expected and alone == []
+        return packed
+
+    # Room for the prefix too: the second pair copies it from the store.
+    assert run_with(pair + shared * per) == [[len(ids[0])], [len(ids[1]) - shared],
+                                             [len(ids[2]) - shared, len(ids[3]) - shared]]
+    # Room for the two caches only: the prefix is dropped, the second pair computes it once again.
+    assert run_with(pair + shared * per // 2) == [[len(ids[0])], [len(ids[1]) - shared],
+                                                  [len(ids[2])], [len(ids[3]) - shared]]
+
+
 def test_cli_share_prefix_computes_the_system_prompt_once_and_is_for_prompt_files_only(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("".join(SYSTEM + q + "\n" for q in QUESTIONS), encoding="utf-8")

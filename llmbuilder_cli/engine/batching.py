@@ -30,9 +30,9 @@ or whose ``batched_decode`` is false (GPT-2 layouts, dynamic RoPE). A failing ba
 (out of memory, say) falls back to one-at-a-time for that step, so an error belongs to the line that
 causes it.
 
-``memory_budget`` bounds the key/value caches of the running streams together: a stream joins only if
-its cache fits next to the others' (one always runs, whatever its size: its own allocation checks
-still apply).
+``memory_budget`` bounds the key/value caches of the running streams together, with the kept shared
+prefixes: a stream joins only if its cache fits next to the others' (kept prefixes are dropped, oldest
+first, to make room; one stream always runs, whatever its size: its own allocation checks still apply).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class _Prefix:
         self.cache = self
         self.k = c.k[..., :n, :].clone()  # (L, 1, heads, n, D)
         self.v = c.v[..., :n, :].clone()  # (L, 1, heads, n, D)
+        self.nbytes = 2 * self.k.numel() * self.k.element_size()
 
 
 class _Prefixes:
@@ -141,6 +142,10 @@ class _Prefixes:
                 return
         self.items = [p for p in self.items if not (p.cached < n and source.seq[: p.cached] == p.seq)]
         self.items = (self.items + [_Prefix(source, n)])[-PREFIXES_KEPT:]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.items)
 
 
 @torch.inference_mode()
@@ -237,8 +242,12 @@ def run_streams(
                 index, stream = waiting
                 per_position = per_position or cache_bytes_per_position(stream.tokens.model)
                 need = _cache_bytes(stream, per_position)
-                if running and memory_budget is not None and sum(r.cache_bytes for r in running) + need > memory_budget:
-                    break  # joins when a running stream has finished
+                if running and memory_budget is not None:
+                    used = sum(r.cache_bytes for r in running)
+                    while kept.items and used + kept.nbytes + need > memory_budget:
+                        kept.items.pop(0)  # kept prefixes count against the budget: the oldest goes first
+                    if used + need > memory_budget:
+                        break  # joins when a running stream has finished
                 waiting = None
                 entry = _Running(index, stream, iter(stream), need)
                 running.append(entry)

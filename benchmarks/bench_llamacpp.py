@@ -1,9 +1,11 @@
 """Benchmark llmbuilder-cli against llama.cpp (llama-cpp-python) on SmolLM2-135M-Instruct, same weights, one run.
 
-The weights: the test suite's SmolLM2 Q4_1 GGUF (``tests/real_models.py``) and four files written from it
+The weights: the test suite's SmolLM2 Q4_1 GGUF (``tests/real_models.py``), or the GGUF file ``--model``
+names (a larger model a user has, any architecture both engines read), and four files written from it
 once into the user cache (``--cache-dir``) with the ``gguf`` package: every weight dequantized to float32,
-then stored as F32, BF16, Q8_0 and Q4_0 (1-D norms stay F32; in Q4_0 the token embedding stays Q8_0, as in
-the Q4_1 file). All the metadata and the tokenizer are copied. Both engines read the same file per
+then stored as F32, BF16, Q8_0 and Q4_0 (1-D norms stay F32; in Q4_0 tensors stored as Q8_0 stay so, as
+SmolLM2's token embedding). All the metadata and the tokenizer are copied. In the tables below "Q4_1" is
+the file as given (for another file, its own type is shown: Q4_K_M, say). Both engines read the same file per
 precision; ours quantizes on load as a user's ``--quantize`` does (``--f32-activations`` adds int8 and int4
 with float32 activations):
 
@@ -76,8 +78,25 @@ PAIRS = {"F32": "float32", "BF16": "bfloat16", "Q8_0": "int8 (bf16 act.)", "Q4_1
 
 
 # ------------------------------------------------------------------------------------------- weights
+def stored_type(source: Path) -> str:
+    """The file type a GGUF file declares (``general.file_type``: Q4_1, Q4_K_M, ...), or "stored"."""
+    import gguf
+
+    field = gguf.GGUFReader(source).fields.get("general.file_type")
+    try:
+        return gguf.LlamaFileType(int(field.contents())).name.replace("MOSTLY_", "").replace("ALL_", "")
+    except (AttributeError, TypeError, ValueError):
+        return "stored"
+
+
+def shown(file: str, args: argparse.Namespace) -> str:
+    """How a file key is printed: "Q4_1" is the source file as given, shown with its own type."""
+    return args.stored if file == "Q4_1" else file
+
+
 def write_variants(source: Path, cache: Path) -> dict[str, Path]:
-    """The Q4_1 ``source`` and F32/BF16/Q8_0/Q4_0 files written from it into ``cache`` (once)."""
+    """The ``source`` file (under the key "Q4_1") and F32/BF16/Q8_0/Q4_0 files written from it into
+    ``cache`` (once)."""
     import gguf
     import numpy as np
     from gguf import GGMLQuantizationType as QT
@@ -88,7 +107,8 @@ def write_variants(source: Path, cache: Path) -> dict[str, Path]:
     reader = None
     cache.mkdir(parents=True, exist_ok=True)
     for name, (qtype, file_type) in targets.items():
-        path = cache / source.name.replace("Q4_1", name)
+        path = cache / (source.name.replace("Q4_1", name) if "Q4_1" in source.name
+                        else f"{source.stem}.{name}{source.suffix}")
         out[name] = path
         if path.is_file():
             continue
@@ -105,7 +125,7 @@ def write_variants(source: Path, cache: Path) -> dict[str, Path]:
             value = int(file_type) if field.name == "general.file_type" else field.contents()
             writer.add_key_value(field.name, value, vtype, sub_type=sub)
         for t in reader.tensors:
-            keep_q8 = name == "Q4_0" and t.tensor_type == QT.Q8_0  # the embedding stays Q8_0, as in Q4_1
+            keep_q8 = name == "Q4_0" and t.tensor_type == QT.Q8_0  # e.g. SmolLM2's embedding stays Q8_0
             if t.tensor_type == qtype or keep_q8:
                 writer.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
                 continue
@@ -166,7 +186,7 @@ def run_group(args: argparse.Namespace, files: dict[str, Path], precision: str, 
     for label, dtype, quantize, file in ours_modes:
         engines[f"ours {label}"] = Ours(files[file], dtype, quantize)
     for file in theirs:
-        engines[f"llama.cpp {file}"] = LlamaCpp(args.llama_python, files[file], args.threads,
+        engines[f"llama.cpp {shown(file, args)}"] = LlamaCpp(args.llama_python, files[file], args.threads,
                                                args.ttft_tokens + args.new_tokens + 8)
     decode: dict[str, list[tuple[list[int], float, float]]] = defaultdict(list)
     ttft: dict[str, list[float]] = defaultdict(list)
@@ -200,11 +220,12 @@ def run_group(args: argparse.Namespace, files: dict[str, Path], precision: str, 
 def layer_names(model: Any) -> dict[int, str]:
     """id(layer object) -> its kind: qkv, o, gate_up, down, head."""
     names: dict[int, str] = {id(model.lm_head): "head"}
+    kinds = {"qkv": ("qkv", "q", "k", "v"), "o": ("o",), "gate_up": ("gate_up", "gate", "up"), "down": ("down",)}
     for blk in model.blocks:
-        for kind in ("qkv", "o", "gate_up", "down"):
-            layer = getattr(blk, kind)
-            for leaf in layer.layers if isinstance(layer, Concat) else (layer,):
-                names[id(leaf)] = kind
+        for kind, attrs in kinds.items():  # fused layers (Llama family) or separate ones (Gemma 3)
+            for layer in filter(None, (getattr(blk, a, None) for a in attrs)):
+                for leaf in layer.layers if isinstance(layer, Concat) else (layer,):
+                    names[id(leaf)] = kind
     return names
 
 
@@ -301,7 +322,7 @@ def bench_processes(args: argparse.Namespace, files: dict[str, Path]) -> dict[st
                                            "--quantize", quantize or "none", "-p", PROMPT_TEXT, "--greedy",
                                            "--max-tokens", "1", "-q", "--threads", str(args.threads)]
         for file in theirs:
-            cmds[f"llama.cpp {file}"] = [args.llama_python, str(WORKER), "first-token", str(files[file]),
+            cmds[f"llama.cpp {shown(file, args)}"] = [args.llama_python, str(WORKER), "first-token", str(files[file]),
                                          PROMPT_TEXT, str(args.threads)]
     walls: dict[str, list[float]] = defaultdict(list)
     peaks: dict[str, list[int]] = defaultdict(list)
@@ -344,7 +365,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
 # ------------------------------------------------------------------------------------------- report
 def report(res: dict[str, Any], args: argparse.Namespace) -> None:
     env = res["environment"]
-    print(f"\nSmolLM2-135M-Instruct | torch {env['torch']} | llama-cpp-python {env['llama_cpp']} | "
+    print(f"\n{args.model_name} | torch {env['torch']} | llama-cpp-python {env['llama_cpp']} | "
           f"{args.threads} threads | {env['cpus']} CPUs ({env['cpu']}) | medians of {args.runs} runs")
     dec = res["decode"]
     if dec:
@@ -364,7 +385,7 @@ def report_decode(dec: dict[str, Any], args: argparse.Namespace) -> None:
     for name, e in dec.items():
         ratio = ""
         if name.startswith("llama.cpp"):
-            ours = dec.get(f"ours {PAIRS[name.split()[1]]}")
+            ours = dec.get(f"ours {PAIRS.get(name.split()[1], PAIRS['Q4_1'])}")
             ratio = f"{ours['tokens_per_s'] / e['tokens_per_s']:.2f}x" if ours else ""
         inner = f"{e['llama_decode_ms_per_token']:.2f} ms" if "llama_decode_ms_per_token" in e else ""
         print(f"  {name:<24}{e['tokens_per_s']:>8.1f}{ratio:>12}{e['first_token_short_s']:>9.3f}s"
@@ -418,6 +439,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: see the module docstring")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--cache-dir", type=Path, help="where the written GGUF files are kept (default: user cache)")
+    p.add_argument("--model", type=Path,
+                   help="a GGUF file to run instead of SmolLM2 (e.g. a larger Llama-family or Gemma 3 model)")
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.new_tokens, args.ttft_tokens = 1, 8, 32
@@ -433,12 +456,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import real_models
 
-    try:
-        source = real_models.smollm2_gguf()
-    except BaseException as exc:  # pytest's skip/fail outcomes
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise SystemExit(f"SmolLM2 is not available: {exc}") from None
+    if args.model is not None:
+        if not args.model.is_file():
+            raise SystemExit(f"--model {args.model}: no such file")
+        source = args.model
+    else:
+        try:
+            source = real_models.smollm2_gguf()
+        except BaseException as exc:  # pytest's skip/fail outcomes
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise SystemExit(f"SmolLM2 is not available: {exc}") from None
+    args.stored, args.model_name = stored_type(source), source.name
+    if args.stored in GROUPS or args.stored in PAIRS:  # a name the written files take: keep the two apart
+        args.stored = f"given-{args.stored}"
     files = write_variants(source, args.cache_dir or real_models.cache_dir().parent / "bench")
     res: dict[str, Any] = {"environment": environment(args), "decode": {}}
     tok = Ours(files["F32"], "float32", None).loaded.tokenizer

@@ -147,3 +147,17 @@ def test_llama_models_have_no_attention_row(tmp_path):
     })
     d = describe(path)
     assert d["attention"] is None and "Attention" not in format_info(d)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_norm_is_rms_norm_of_the_float32_input_bit_for_bit(dtype):
+    """Gemma's RMSNorm (written out, as the Llama family's) gives exactly ``F.rms_norm`` over the input in
+    float32, rounded once to the input's dtype, for the hidden width and per head (q/k norms)."""
+    from llmbuilder_cli.engine.models.gemma3 import _norm
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(1, 1, 640), (1, 9, 640), (1, 9, 4, 256)]:
+        x = (3 * torch.randn(*shape, generator=g)).to(dtype)
+        scale = 1 + 0.1 * torch.randn(shape[-1], generator=g)
+        expected = torch.nn.functional.rms_norm(x.float(), (shape[-1],), scale, 1e-6).to(dtype)
+        assert torch.equal(_norm(x, scale, 1e-6), expected)

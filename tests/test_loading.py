@@ -214,3 +214,24 @@ def test_threads_auto_explicit_and_invalid():
                 load_model(MODEL_PT, TOKENIZER_DIR, threads=bad)
     finally:
         torch.set_num_threads(before)
+
+
+def test_check_finite_finds_a_bad_value_in_any_chunk_of_a_large_weight():
+    """Weights are checked a chunk at a time (no temporaries the size of the weight): a NaN or infinity
+    anywhere, in the first, a middle or the last chunk, or in a transposed view, is still refused."""
+    import torch
+
+    from llmbuilder_cli.engine import limits
+    from llmbuilder_cli.errors import ModelLoadError
+
+    w = torch.zeros(3 * limits._FINITE_CHUNK // 17 + 2, 17)  # three chunks and a part of a fourth
+    n = w.numel()
+    limits.check_finite(w, "w", "f.gguf")  # all finite: accepted
+    for index, value, word in [(0, float("nan"), "NaN"), (limits._FINITE_CHUNK + 5, float("inf"), "infinite"),
+                               (n - 1, float("-inf"), "infinite")]:
+        bad = w.clone()
+        bad.view(-1)[index] = value
+        with pytest.raises(ModelLoadError, match=f"weight 'w' holds {word} values"):
+            limits.check_finite(bad, "w", "f.gguf")
+        with pytest.raises(ModelLoadError, match=word):
+            limits.check_finite(bad.t(), "w", "f.gguf")

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from ...errors import ModelLoadError
 from ..kernels import QUANTIZATIONS, LinearLike, make_linear
-from .llama import (_ACTIVATIONS, KVCache, RopeSpec, _bad_config, _band_mask, _float, _int, _rope, _Rotary,
-                    config_bool, quantize_from_state)
+from .llama import (_ACTIVATIONS, KVCache, RopeSpec, _bad_config, _band_mask, _float, _int, _rms_norm, _rope,
+                    _Rotary, config_bool, quantize_from_state)
 
 __all__ = ["Gemma3Config", "Gemma3", "MODEL_TYPES"]
 
@@ -189,8 +189,10 @@ class Gemma3Config:
 
 def _norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """Gemma's RMSNorm with ``scale = 1 + weight`` precomputed in float32: statistics in float32, the
-    result in x's dtype (the reference computes the same products in the same order)."""
-    return F.rms_norm(x.float(), (x.shape[-1],), scale, eps).to(x.dtype)
+    result in x's dtype (the reference computes the same products in the same order). The Llama family's
+    written-out RMSNorm gives the bits of ``F.rms_norm`` on the float32 input, rounded once, in 6 calls
+    instead of about 13 (Gemma 3 270M normalizes 109 times per token: 8-11 ms of a token on 2 vCPUs)."""
+    return _rms_norm(x, scale, eps)
 
 
 class _Block:

@@ -75,17 +75,24 @@ def median(xs: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------- weights
+def smollm2_file() -> Path:
+    """The test suite's SmolLM2 GGUF file, or exit with why it is not available."""
+    import real_models
+
+    try:
+        return real_models.smollm2_gguf()
+    except BaseException as exc:  # pytest's skip/fail outcomes
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise SystemExit(f"SmolLM2 is not available: {exc}") from None
+
+
 def smollm2_dir(cache: Path | None = None) -> tuple[Path, Path]:
     """(GGUF file, Hugging Face directory saved from it by transformers, cached in ``cache``, by default
     beside the test models in the user cache)."""
     import real_models
 
-    try:
-        gguf = real_models.smollm2_gguf()
-    except BaseException as exc:  # pytest's skip/fail outcomes
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise SystemExit(f"SmolLM2 is not available: {exc}") from None
+    gguf = smollm2_file()
     target = (cache or real_models.cache_dir().parent / "bench") / "SmolLM2-135M-Instruct-hf"
     if (target / "model.safetensors").is_file():
         return gguf, target

@@ -9,14 +9,15 @@ dtype (measured on a 2-core AVX-512 CPU, SmolLM2-135M shapes; see benchmarks/REA
 * float32: ``F.linear`` (MKL); other one-row formulations were not faster and would change the
   float32 results, which must stay equal to the reference implementations.
 * bfloat16 on CPU: ``torch.mv`` for a single row streams the weights about 1.5x faster than
-  ``F.linear``; from 4 rows (a batched step, a prompt), on a CPU without native bfloat16 products,
-  float32 products on float32 copies of weight blocks (``dense.py``: 2.5-4x faster than ``F.linear``
-  at 8-32 rows); else ``F.linear`` (float16: ``F.linear`` always).
+  ``F.linear``; from 8 rows (a batched step, a prompt), on a CPU without native bfloat16 products,
+  float32 products on float32 copies of weight blocks (``dense.py``: 3-4x faster than ``F.linear``
+  at 16-32 rows); else ``F.linear`` (float16: ``F.linear`` always).
 * int8 weight-only (`Int8Linear`, `quantize_int8`): symmetric per-output-channel scales, weights stored
   as int8 (a quarter of float32's bytes) and multiplied by ``torch.ops.aten._weight_int8pack_mm`` on CPU
   with 16-bit activations (float32 activations are rounded to bfloat16 for the product: that kernel is
   ~10x slower in float32); for 16 rows or more (a prompt), elsewhere, or without that kernel, the int8
-  weight is converted once per call and multiplied densely, the scales applied to the output.
+  weight is converted once per call and multiplied densely, the scales applied to the output (bfloat16
+  rows on a CPU without its instructions: the float32 block products of ``dense.py``, as int4's prompts).
 * int4 weight-only (``int4.py``): groups of 32 with a scale and zero point, torch's CPU int4
   kernel (about 2.5x faster than the int8 one per token); the output head, and any layer whose shape
   that kernel refuses, stay int8.

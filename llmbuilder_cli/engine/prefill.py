@@ -22,6 +22,7 @@ import torch
 
 __all__ = ["PROBE_ROWS", "PackedLayout", "exact_row_counts", "packed_layout", "packs_exactly"]
 
+
 class PackedLayout(NamedTuple):
     """Where each of S sequences sits in a packed prefill of N = ΣT_s rows."""
 

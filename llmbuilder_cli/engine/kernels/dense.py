@@ -25,6 +25,7 @@ Every layer object is called as ``layer(x)`` with ``x`` (..., K) → (..., N), i
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -33,12 +34,14 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from . import LinearLike
 
-__all__ = ["Linear", "Concat", "fuses_layers", "BLOCKED_MIN_ROWS", "float_block_product", "float_products_pay", "linear"]
+__all__ = ["Linear", "Concat", "fuses_layers", "BLOCKED_MIN_ROWS", "float_block_product", "float_products_pay",
+           "linear", "rows_copied"]
 
 BLOCKED_MIN_ROWS = 8  # bfloat16 rows from which float32 products on weight blocks pay (see the module doc)
 _BLOCK_ELEMENTS = 512 * 576  # weight elements converted at a time (1.2 MB of float32)
 
 
+@functools.cache
 def _native_bf16() -> bool:
     """Whether torch's CPU bfloat16 products have native instructions (AVX512-BF16/AMX class)."""
     try:
@@ -79,18 +82,24 @@ def float_block_product(x: torch.Tensor, out_features: int,
     return y.view(*x.shape[:-1], N)
 
 
+def rows_copied(weight: torch.Tensor) -> Callable[[int, int, torch.Tensor], torch.Tensor]:
+    """The ``block`` function of `float_block_product` for a weight stored (N, K) in any dtype: rows
+    r..r+n-1 converted into the float32 buffer."""
+    return lambda r, n, buf: buf.copy_(weight[r : r + n])
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a plain weight tensor (N, K), except several bfloat16 rows where
     `float_products_pay`: then the blocked float32 product (one row, and float32, stay ``F.linear``)."""
     if x.numel() >= BLOCKED_MIN_ROWS * x.shape[-1] and float_products_pay(weight.device, weight.dtype):
-        return float_block_product(x, weight.shape[0], lambda r, n, buf: buf.copy_(weight[r : r + n]), bias=bias)
+        return float_block_product(x, weight.shape[0], rows_copied(weight), bias=bias)
     return F.linear(x, weight, bias)
 
 
 class Linear:
     """A dense weight (N, K) and optional bias (N,), in the activation dtype."""
 
-    __slots__ = ("weight", "bias", "_mv", "_blocked")
+    __slots__ = ("weight", "bias", "_mv")
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         self.weight = weight  # (N, K)
@@ -98,7 +107,6 @@ class Linear:
         # One-row bfloat16 products on CPU: torch.mv streams the weights faster than F.linear (in float16
         # it is slower: 6.8 vs 13.3 GB/s, so float16 keeps F.linear).
         self._mv = weight.device.type == "cpu" and weight.dtype == torch.bfloat16
-        self._blocked = weight.dim() == 2 and float_products_pay(weight.device, weight.dtype)
 
     @property
     def out_features(self) -> int:
@@ -115,13 +123,7 @@ class Linear:
             if self.bias is not None:
                 y = y + self.bias
             return y.view(*x.shape[:-1], y.shape[0])
-        if self._blocked and x.numel() >= BLOCKED_MIN_ROWS * x.shape[-1]:
-            return float_block_product(x, self.weight.shape[0], self._block, bias=self.bias)
-        return F.linear(x, self.weight, self.bias)
-
-    def _block(self, r: int, n: int, buf: torch.Tensor) -> torch.Tensor:
-        """Rows r..r+n-1 of the weight in float32, in ``buf`` (n, K)."""
-        return buf.copy_(self.weight[r : r + n])
+        return linear(x, self.weight, self.bias)  # F.linear, or float32 blocks for several bfloat16 rows
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows of the weight for an embedding lookup (a tied head is also the token embedding)."""

@@ -13,8 +13,8 @@ int8's bytes and runs about 2.5x faster than the int8 kernel on SmolLM2's shapes
 benchmarks/README.md). Its cost grows with every row, so a prompt of `KERNEL_MAX_ROWS` rows or more
 is multiplied densely instead: the codes are kept a second time in a plain layout (two per byte, low
 nibble first), unpacked per call (torch's packed layout is its own); with bfloat16 activations on a CPU
-without bfloat16 products, unpacked block by block into float32 products (``dense.float_block_product``). Memory is therefore about that of
-int8 weights; the gain is speed.
+without bfloat16 products, unpacked block by block into float32 products (``dense.float_block_product``).
+Memory is therefore about that of int8 weights; the gain is speed.
 
 Shapes: the kernel needs N a multiple of 16 and K of `GROUP`; `supports_int4` says whether a weight qualifies
 (``kernels.make_linear`` quantizes the others to int8).

@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
-from .dense import BLOCKED_MIN_ROWS, float_block_product, float_products_pay
+from .dense import BLOCKED_MIN_ROWS, float_block_product, float_products_pay, rows_copied
 
 __all__ = ["Int8Linear", "has_int8_kernel", "quantize_int8", "quantize_int8_blocks"]
 
@@ -65,17 +65,14 @@ class Int8Linear:
             if y.dtype != x.dtype:
                 y = y.to(x.dtype)
             y = y.view(*shape[:-1], y.shape[-1])
-        elif self._float_blocks and x.numel() >= BLOCKED_MIN_ROWS * shape[-1]:  # bfloat16 rows: float32 products over weight blocks
-            return float_block_product(x, self.qweight.shape[0], self._block, scale=self.scale, bias=self.bias)
+        elif self._float_blocks and x.numel() >= BLOCKED_MIN_ROWS * shape[-1]:  # bfloat16 rows: float32 blocks
+            return float_block_product(x, self.qweight.shape[0], rows_copied(self.qweight), scale=self.scale,
+                                       bias=self.bias)  # the codes converted, the scales applied to the output
         else:  # many rows (a prompt) or no kernel: one dense product, scaled per output channel
             y = F.linear(x, self.qweight.to(x.dtype)) * self.scale
         if self.bias is not None:
             y = y + self.bias
         return y
-
-    def _block(self, r: int, n: int, buf: torch.Tensor) -> torch.Tensor:
-        """Rows r..r+n-1 of the codes in float32, in ``buf`` (n, K) (the scales are applied to the output)."""
-        return buf.copy_(self.qweight[r : r + n])
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Dequantized rows (an int8 tied head is also the token embedding): (*ids.shape, K)."""
